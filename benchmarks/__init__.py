@@ -1,0 +1,1 @@
+"""ipckit's benchmark suite (installed as ``ipckit_bench``); run it with ``ipckit bench``."""

@@ -1,0 +1,141 @@
+"""Message framing for byte streams (pipes, stream sockets): sans-IO, no system calls here.
+
+Wire format: a big-endian length, then the payload. Lengths below 0xFFFFFFFF take a
+4-byte header; larger ones write the sentinel 0xFFFFFFFF and then an 8-byte length,
+so small messages pay 4 bytes and the format reaches 2**64 - 1 bytes::
+
+     0                   4                                 4+n
+    +-------------------+----------- ... -----------------+
+    | n (u32, n < 2^32-1) | payload (n bytes)              |
+    +-------------------+----------- ... -----------------+
+
+     0                   4                   12                     12+n
+    +-------------------+-------------------+-------- ... ---------+
+    | 0xFFFFFFFF        | n (u64)           | payload (n bytes)     |
+    +-------------------+-------------------+-------- ... ---------+
+
+``encode_header(n)`` gives the header for an n-byte payload. ``FrameDecoder`` takes
+bytes as they arrive and hands back whole payloads. For a large payload it offers the
+unfilled part of a preallocated body (``body_buffer()``) so the caller can read
+straight into it (``readinto``) instead of growing a buffer piece by piece.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Optional
+
+_U32 = struct.Struct("!I")
+_U64 = struct.Struct("!Q")
+ESCAPE = 0xFFFFFFFF
+MAX_FRAME = (1 << 64) - 1
+SHORT_HEADER = _U32.size
+LONG_HEADER = _U32.size + _U64.size
+
+# Payloads at least this big are assembled in a preallocated body, read into directly.
+LARGE_BODY = 64 * 1024
+
+
+def encode_header(n: int) -> bytes:
+    """The header that precedes an *n*-byte payload."""
+    if n < ESCAPE:
+        return _U32.pack(n)
+    if n > MAX_FRAME:
+        raise ValueError(f"a frame carries at most {MAX_FRAME} bytes, got {n}")
+    return _U32.pack(ESCAPE) + _U64.pack(n)
+
+
+def encode(payload: bytes) -> bytes:
+    """Header and payload as one bytes object (for small messages and tests)."""
+    return encode_header(len(payload)) + payload
+
+
+def parse_header(buf: bytes | bytearray | memoryview) -> Optional[tuple[int, int]]:
+    """``(header_size, payload_size)`` from the start of *buf*, or None if incomplete."""
+    if len(buf) < SHORT_HEADER:
+        return None
+    (n,) = _U32.unpack_from(buf, 0)
+    if n != ESCAPE:
+        return SHORT_HEADER, n
+    if len(buf) < LONG_HEADER:
+        return None
+    (n,) = _U64.unpack_from(buf, SHORT_HEADER)
+    return LONG_HEADER, n
+
+
+class FrameDecoder:
+    """Turns a byte stream back into payloads.
+
+    ``feed(data)`` adds bytes; ``next_frame()`` returns one payload or None when more
+    bytes are needed. While a large payload is being assembled, ``body_buffer()``
+    returns the writable, still-empty tail of it; after reading *k* bytes into that
+    view call ``body_received(k)``. ``at_boundary`` says whether the bytes seen so
+    far end exactly between frames (an end of stream elsewhere cut a frame short).
+    """
+
+    __slots__ = ("_buf", "_body", "_filled")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._body: Optional[bytearray] = None
+        self._filled = 0
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        if self._body is not None:
+            raise RuntimeError("feed() while a large body is pending: use body_buffer()")
+        self._buf += data
+
+    def next_frame(self) -> Optional[bytes]:
+        body = self._body
+        if body is not None:
+            if self._filled < len(body):
+                return None
+            self._body = None
+            return bytes(body)
+        buf = self._buf
+        header = parse_header(buf)
+        if header is None:
+            return None
+        start, n = header
+        end = start + n
+        if len(buf) >= end:
+            payload = bytes(buf[start:end])
+            del buf[:end]
+            return payload
+        if n >= LARGE_BODY:
+            body = bytearray(n)
+            have = len(buf) - start
+            body[:have] = buf[start:]
+            buf.clear()
+            self._body, self._filled = body, have
+        return None
+
+    def body_buffer(self) -> Optional[memoryview]:
+        if self._body is None:
+            return None
+        return memoryview(self._body)[self._filled:]
+
+    def body_received(self, n: int) -> None:
+        assert self._body is not None and 0 <= n <= len(self._body) - self._filled
+        self._filled += n
+
+    def take_buffered(self, n: int) -> bytes:
+        """Up to *n* raw bytes already buffered but not yet framed (for raw reads
+        that follow framed ones), removing them from the decoder."""
+        if self._body is not None:
+            raise RuntimeError("a raw read in the middle of a frame")
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held that do not yet form a whole frame."""
+        return len(self._buf) + self._filled
+
+    @property
+    def at_boundary(self) -> bool:
+        return self._body is None and not self._buf
+
+
+__all__ = ["FrameDecoder", "encode", "encode_header", "parse_header", "LARGE_BODY", "MAX_FRAME"]

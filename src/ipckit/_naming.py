@@ -1,0 +1,95 @@
+"""Names and addresses: the rules for POSIX names and SysV keys, checked before any system call."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Optional
+
+NAME_MAX = 255
+KEY_MIN, KEY_MAX = 1, 0xFFFFFFFF
+
+
+def check_posix_name(name: object, argument: str = "name") -> str:
+    """Validate a POSIX IPC name: a str, ``"/"`` then no other ``"/"``, 2..255 bytes in UTF-8."""
+    if not isinstance(name, str):
+        raise TypeError(f"{argument} must be a str like '/jobs', not {type(name).__name__}")
+    if not name.startswith("/"):
+        raise ValueError(f"{argument} must start with '/', got {name!r}")
+    if "/" in name[1:]:
+        raise ValueError(f"{argument} may contain no '/' after the first, got {name!r}")
+    if "\0" in name:
+        raise ValueError(f"{argument} may not contain a NUL character, got {name!r}")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise ValueError(f"{argument} must be encodable as UTF-8, got {name!r}") from None
+    if not 2 <= size <= NAME_MAX:
+        raise ValueError(f"{argument} must be 2 to {NAME_MAX} bytes in UTF-8, got {size} bytes")
+    return name
+
+
+def check_sysv_key(key: object, argument: str = "key", *, allow_private: bool = False) -> Optional[int]:
+    """Validate a SysV key: an int in 1..0xFFFFFFFF (or None for a private object, if allowed)."""
+    if key is None and allow_private:
+        return None
+    if isinstance(key, bool) or not isinstance(key, int):
+        kind = "an int key" + (" or None" if allow_private else "")
+        raise TypeError(f"{argument} must be {kind}, not {type(key).__name__}")
+    if not KEY_MIN <= key <= KEY_MAX:
+        raise ValueError(f"{argument} must be in {KEY_MIN}..{KEY_MAX:#x}, got {key}")
+    return key
+
+
+def sysv_key_to_c(key: int) -> int:
+    """A key in 1..0xFFFFFFFF as the signed 32-bit ``key_t`` that C and sysv_ipc use."""
+    return key - (1 << 32) if key >= (1 << 31) else key
+
+
+def check_mode(mode: object, argument: str = "mode") -> int:
+    if isinstance(mode, bool) or not isinstance(mode, int):
+        raise TypeError(f"{argument} must be an int such as 0o600, not {type(mode).__name__}")
+    if not 0 <= mode <= 0o7777:
+        raise ValueError(f"{argument} must be a permission mode in 0..0o7777, got {oct(mode)}")
+    return mode
+
+
+def check_backend(backend: object, allowed: tuple[str, ...]) -> str:
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str, one of {allowed}, not {type(backend).__name__}")
+    if backend not in allowed:
+        raise ValueError(f"backend must be one of {allowed}, got {backend!r}")
+    return backend
+
+
+def check_positive_int(value: object, argument: str, *, allow_none: bool = False, minimum: int = 1) -> Optional[int]:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{argument} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{argument} must be >= {minimum}, got {value}")
+    return value
+
+
+def random_posix_name(prefix: str = "ipckit") -> str:
+    """A fresh, valid POSIX name such as ``/ipckit-1234-9f3a0c1b2d``."""
+    return f"/{prefix}-{os.getpid()}-{secrets.token_hex(5)}"
+
+
+def random_sysv_key() -> int:
+    """A random key in the valid range (collisions are handled by create()'s O_EXCL)."""
+    return secrets.randbelow(KEY_MAX - 0x10000) + 0x10000
+
+
+__all__ = [
+    "NAME_MAX",
+    "check_backend",
+    "check_mode",
+    "check_positive_int",
+    "check_posix_name",
+    "check_sysv_key",
+    "random_posix_name",
+    "random_sysv_key",
+    "sysv_key_to_c",
+]

@@ -1,0 +1,295 @@
+"""Helpers for testing code that uses ipckit, and the channel conformance checker.
+
+``check_channel(make_pair)`` runs every behaviour API.md promises for a message
+channel against one implementation: framing of awkward sizes, ordering, bytes-like
+inputs, timeouts (``timeout=0`` and ``timeout>0``, never early), a clogged sender,
+end-of-stream, and use after close. ipckit runs it over every channel it ships;
+third-party channels with the same methods can run it too.
+
+``unique_name()`` / ``unique_key()`` give names no other test (or test run) uses.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import secrets
+import threading
+import time
+from typing import Any, Callable, Optional, Tuple
+
+from ._errors import ClosedError, MessageTooLarge, Timeout
+
+Pair = Tuple[Any, Any]
+
+_counter = itertools.count()
+
+
+# A test session sets these (tests/conftest.py) so that its leak check can tell its
+# own objects from those of other programs on the machine; child processes inherit them.
+PREFIX_ENV = "IPCKIT_TEST_PREFIX"
+KEYBASE_ENV = "IPCKIT_TEST_KEYBASE"
+_issued_keys: set[int] = set()
+
+
+def unique_name(prefix: Optional[str] = None) -> str:
+    """A POSIX IPC name unique to this process and call, e.g. ``/ipckit-test-812-3-a1b2c3``."""
+    prefix = prefix or os.environ.get(PREFIX_ENV, "ipckit-test")
+    return f"/{prefix}-{os.getpid()}-{next(_counter)}-{secrets.token_hex(3)}"
+
+
+def _keys_in_use() -> set[int]:
+    keys = set()
+    for kind in ("msg", "sem", "shm"):
+        try:
+            with open(f"/proc/sysvipc/{kind}") as f:
+                next(f)
+                keys.update(int(line.split()[0]) & 0xFFFFFFFF for line in f)
+        except OSError:
+            pass
+    return keys
+
+
+def unique_key() -> int:
+    """A SysV key no object on the machine has now and this process never handed out.
+
+    Within a test session its upper 16 bits are the session's (``IPCKIT_TEST_KEYBASE``)."""
+    base = int(os.environ.get(KEYBASE_ENV, "0") or 0)
+    in_use = _keys_in_use() | _issued_keys
+    while True:
+        if base:
+            key = (base << 16) | (secrets.randbelow(0xFFFE) + 1)
+        else:
+            key = secrets.randbelow(0x7FFF0000) + 0x10000
+        if key not in in_use:
+            _issued_keys.add(key)
+            return key
+
+
+# Sizes that stress framing: empty, one byte, just over a pipe's 64 KiB buffer, and
+# several megabytes (far over every kernel buffer, so sender and receiver overlap).
+FRAMING_SIZES = (0, 1, 64 * 1024 + 1, 8 * 1024 * 1024)
+
+
+def _pattern(size: int, seed: int = 0) -> bytes:
+    block = bytes((i * 131 + seed) & 0xFF for i in range(251))
+    return (block * (size // len(block) + 1))[:size]
+
+
+def _recv_in_thread(receiver: Any, count: int, timeout: float) -> tuple[threading.Thread, list]:
+    box: list = []
+
+    def run() -> None:
+        try:
+            for _ in range(count):
+                box.append(receiver.recv(timeout=timeout))
+        except BaseException as exc:  # reported by the caller
+            box.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def _expect_timeout(call: Callable[[], Any], wait: float, what: str) -> None:
+    start = time.monotonic()
+    try:
+        call()
+    except Timeout as exc:
+        elapsed = time.monotonic() - start
+        assert isinstance(exc, TimeoutError), f"{what}: Timeout must be a TimeoutError"
+        assert elapsed >= wait, f"{what}: returned after {elapsed:.3f} s, before its {wait} s timeout"
+        assert elapsed < wait + 5, f"{what}: took {elapsed:.3f} s for a {wait} s timeout"
+    else:
+        raise AssertionError(f"{what}: expected ipckit.Timeout")
+
+
+def check_channel(
+    make_pair: Callable[[], Pair],
+    *,
+    max_size: Optional[int] = None,
+    clogs: bool = True,
+    eof_on_close: bool = True,
+    sizes: tuple[int, ...] = FRAMING_SIZES,
+) -> None:
+    """Check that the channels made by *make_pair* keep ipckit's channel contract.
+
+    *make_pair* returns a fresh ``(sender, receiver)``; each check closes both.
+    *max_size*: the largest message the channel carries (larger sizes must raise
+    ``MessageTooLarge`` and send nothing); None for no limit. *clogs*: whether a
+    sender eventually blocks when nobody reads (False for UDP, which drops).
+    *eof_on_close*: whether closing the sender makes the receiver's ``recv()`` raise
+    ``ClosedError`` (true of streams, not of named queues).
+    """
+    checks = [
+        lambda s, r: _check_sizes(s, r, max_size, sizes),
+        _check_order,
+        _check_bytes_like,
+        _check_bad_data,
+        _check_recv_timeouts,
+        _check_bad_timeouts,
+        _check_use_after_close,
+    ]
+    if clogs:
+        checks.append(_check_clogged_sender)
+    if eof_on_close:
+        checks.append(_check_eof)
+    for check in checks:
+        sender, receiver = make_pair()
+        try:
+            check(sender, receiver)
+        finally:
+            sender.close()
+            receiver.close()
+
+
+def _check_sizes(sender: Any, receiver: Any, max_size: Optional[int], sizes: tuple[int, ...]) -> None:
+    for size in sizes:
+        payload = _pattern(size, seed=size & 0xFF)
+        if max_size is not None and size > max_size:
+            try:
+                sender.send(payload, timeout=1)
+            except MessageTooLarge as exc:
+                assert isinstance(exc, ValueError)
+            else:
+                raise AssertionError(f"a {size}-byte message over max_size {max_size} was accepted")
+            _expect_timeout(lambda: receiver.recv(timeout=0), 0, "recv after a refused message")
+            continue
+        thread, box = _recv_in_thread(receiver, 1, timeout=60)
+        sender.send(payload, timeout=60)
+        thread.join(60)
+        assert not thread.is_alive(), f"receiver of a {size}-byte message hung"
+        got = box[0]
+        if isinstance(got, BaseException):
+            raise got
+        assert type(got) is bytes, f"recv() must return bytes, got {type(got).__name__}"
+        assert len(got) == size and got == payload, f"a {size}-byte message arrived as {len(got)} bytes, or altered"
+
+
+def _check_order(sender: Any, receiver: Any) -> None:
+    thread, box = _recv_in_thread(receiver, 200, timeout=30)
+    for i in range(200):
+        sender.send(b"%d:" % i + b"x" * (i % 37), timeout=30)
+    thread.join(60)
+    errors = [x for x in box if isinstance(x, BaseException)]
+    if errors:
+        raise errors[0]
+    assert box == [b"%d:" % i + b"x" * (i % 37) for i in range(200)], "messages arrived out of order or altered"
+
+
+def _check_bytes_like(sender: Any, receiver: Any) -> None:
+    import array
+
+    inputs: list[Any] = [b"bytes", bytearray(b"bytearray"), memoryview(b"--memoryview--")[2:-2], array.array("i", [1, 2, 3])]
+    try:
+        import numpy
+    except ImportError:  # pragma: no cover - numpy is a test dependency
+        pass
+    else:
+        inputs.append(numpy.arange(16, dtype=numpy.float64))
+    for item in inputs:
+        expected = bytes(memoryview(item).cast("B"))
+        thread, box = _recv_in_thread(receiver, 1, timeout=10)
+        sender.send(item, timeout=10)
+        thread.join(20)
+        assert box and box[0] == expected, f"{type(item).__name__} input arrived as {box[:1]!r}"
+
+
+def _check_bad_data(sender: Any, receiver: Any) -> None:
+    for bad in ("text", 12, None, object()):
+        try:
+            sender.send(bad, timeout=0)
+        except TypeError:
+            pass
+        else:
+            raise AssertionError(f"send({bad!r}) must raise TypeError")
+    try:
+        import numpy
+    except ImportError:  # pragma: no cover
+        return
+    strided = numpy.arange(10, dtype=numpy.uint8)[::2]
+    try:
+        sender.send(strided, timeout=0)
+    except (ValueError, TypeError):
+        pass
+    else:
+        raise AssertionError("send() of a non-contiguous buffer must raise ValueError")
+    # Nothing from the refused sends may have been half-sent.
+    _expect_timeout(lambda: receiver.recv(timeout=0), 0, "recv after refused sends")
+
+
+def _check_recv_timeouts(sender: Any, receiver: Any) -> None:
+    _expect_timeout(lambda: receiver.recv(timeout=0), 0, "recv(timeout=0) on an empty channel")
+    _expect_timeout(lambda: receiver.recv(timeout=0.2), 0.2, "recv(timeout=0.2) on an empty channel")
+    # The channel still works after a timeout.
+    sender.send(b"after timeout", timeout=5)
+    assert receiver.recv(timeout=5) == b"after timeout"
+
+
+def _check_bad_timeouts(sender: Any, receiver: Any) -> None:
+    for bad, exc_type in ((-1, ValueError), (float("nan"), ValueError), ("1", TypeError)):
+        for call in (lambda: receiver.recv(timeout=bad), lambda: sender.send(b"x", timeout=bad)):
+            try:
+                call()
+            except exc_type:
+                pass
+            else:
+                raise AssertionError(f"timeout={bad!r} must raise {exc_type.__name__}")
+    _expect_timeout(lambda: receiver.recv(timeout=0), 0, "recv after refused timeouts")
+
+
+def _check_clogged_sender(sender: Any, receiver: Any) -> None:
+    sent = 0
+    chunk = 1000
+    limit = 1 << 28  # 256 MiB: a channel that never clogs by then fails the check
+    while True:
+        try:
+            sender.send(b"%09d" % sent + b"." * (chunk - 9), timeout=0)
+        except Timeout:
+            break
+        sent += 1
+        assert sent * chunk < limit, "sender never blocked with nobody reading"
+    _expect_timeout(lambda: sender.send(b"late", timeout=0.2), 0.2, "send(timeout=0.2) on a full channel")
+    for i in range(sent):
+        got = receiver.recv(timeout=5)
+        assert got[:9] == b"%09d" % i and len(got) == chunk, f"message {i} of {sent} lost or torn: {got[:20]!r}"
+    # A message whose send timed out must not be delivered, not even in part.
+    _expect_timeout(lambda: receiver.recv(timeout=0), 0, "recv after draining a clogged channel")
+
+
+def _check_eof(sender: Any, receiver: Any) -> None:
+    sender.send(b"last words", timeout=5)
+    sender.close()
+    assert receiver.recv(timeout=5) == b"last words", "a message sent before close() was lost"
+    try:
+        receiver.recv(timeout=5)
+    except ClosedError:
+        pass
+    else:
+        raise AssertionError("recv() after the sender closed must raise ClosedError")
+
+
+def _check_use_after_close(sender: Any, receiver: Any) -> None:
+    sender.close()
+    receiver.close()
+    sender.close()  # idempotent
+    receiver.close()
+    for name, call in (
+        ("send", lambda: sender.send(b"x", timeout=0)),
+        ("recv", lambda: receiver.recv(timeout=0)),
+        ("sender.fileno", lambda: sender.fileno()),
+        ("receiver.fileno", lambda: receiver.fileno()),
+    ):
+        try:
+            call()
+        except ClosedError as exc:
+            assert exc.errno in (None, errno.EBADF) or isinstance(exc.errno, int)
+        except AttributeError:
+            if "fileno" not in name:  # objects without an fd have no fileno()
+                raise
+        else:
+            raise AssertionError(f"{name} after close() must raise ClosedError")
+
+
+__all__ = ["FRAMING_SIZES", "check_channel", "unique_key", "unique_name"]
