@@ -124,7 +124,8 @@ def translate_oserror(what: str = "", *, filename: object = None) -> Iterator[No
         text = f"{what}: {exc}" if what else str(exc)
         if type(exc).__name__ == "ExistentialError":
             # posix_ipc/sysv_ipc use one class for both "exists" and "not found".
-            err = _errno.EEXIST if "exist" in str(exc).lower() and "not" not in str(exc).lower() else _errno.ENOENT
+            # Their texts: "... already exists" versus "No ... exists ...".
+            err = _errno.EEXIST if "already exist" in str(exc).lower() else _errno.ENOENT
         raise error_class(err)(err, text) from exc
 
 

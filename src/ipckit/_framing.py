@@ -67,9 +67,15 @@ class FrameDecoder:
     """Turns a byte stream back into payloads.
 
     ``feed(data)`` adds bytes; ``next_frame()`` returns one payload or None when more
-    bytes are needed. While a large payload is being assembled, ``body_buffer()``
-    returns the writable, still-empty tail of it; after reading *k* bytes into that
-    view call ``body_received(k)``. ``at_boundary`` says whether the bytes seen so
+    bytes are needed. When a large payload is pending, ``body_buffer()`` returns the
+    writable, still-empty tail of it; after reading *k* bytes into that view call
+    ``body_received(k)``. A reader loop is::
+
+        while (frame := dec.next_frame()) is None:
+            if (view := dec.body_buffer()) is not None:
+                dec.body_received(readinto(view))
+            else:
+                dec.feed(read(65536)) ``at_boundary`` says whether the bytes seen so
     far end exactly between frames (an end of stream elsewhere cut a frame short).
     """
 
@@ -102,17 +108,25 @@ class FrameDecoder:
             payload = bytes(buf[start:end])
             del buf[:end]
             return payload
-        if n >= LARGE_BODY:
-            body = bytearray(n)
-            have = len(buf) - start
-            body[:have] = buf[start:]
-            buf.clear()
-            self._body, self._filled = body, have
         return None
 
     def body_buffer(self) -> Optional[memoryview]:
+        """The unfilled tail of a large payload being assembled, or None when the
+        next bytes should go through ``feed()`` (no large payload is pending).
+
+        The body is allocated here, on demand, not when its header arrives."""
         if self._body is None:
-            return None
+            header = parse_header(self._buf)
+            if header is None or header[1] < LARGE_BODY:
+                return None
+            start, n = header
+            if len(self._buf) >= start + n:
+                return None
+            body = bytearray(n)
+            have = len(self._buf) - start
+            body[:have] = self._buf[start:]
+            self._buf.clear()
+            self._body, self._filled = body, have
         return memoryview(self._body)[self._filled:]
 
     def body_received(self, n: int) -> None:
