@@ -14,7 +14,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="ipckit", description="Linux IPC toolkit: host information and benchmarks.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("info", help="print this host's IPC limits and which ipckit features work here")
+    info = sub.add_parser("info", help="print this host's IPC limits and which ipckit features work here")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
     sub.add_parser("bench", help="benchmark every primitive on this host (ipckit bench --help)", add_help=False)
     if args[:1] == ["bench"]:
         from ipckit_bench.cli import main as bench_main
@@ -24,6 +25,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if ns.command == "info":
         from ._info import main as info_main
 
-        return info_main()
+        return info_main(["--json"] if ns.json else [])
     parser.print_help()
     return 0 if ns.command is None and not args else 2

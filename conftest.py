@@ -1,4 +1,4 @@
-"""Run the examples in docs/*.md as tests, so a broken example fails CI.
+"""Run the examples in README.md and docs/*.md as tests, so a broken example fails CI.
 
 Every fenced block that starts with ```python is a whole program: it runs in a
 fresh interpreter (so ``multiprocessing`` with ``spawn`` works as in a user's
@@ -19,7 +19,8 @@ _BLOCK = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.S | re.M)
 
 
 def pytest_collect_file(parent: pytest.Collector, file_path):  # type: ignore[no-untyped-def]
-    if file_path.suffix == ".md" and file_path.parent.name == "docs":
+    root = parent.config.rootpath
+    if file_path.suffix == ".md" and (file_path.parent == root / "docs" or file_path == root / "README.md"):
         return MarkdownFile.from_parent(parent, path=file_path)
     return None
 

@@ -1,0 +1,316 @@
+"""What the suite measures: one small class per subject, and the registry of all of them.
+
+A subject is a pair of processes talking through one mechanism. ``setup(env)``
+runs in the parent and makes the kernel objects (every name and key comes from
+``env``, which removes them afterwards whatever happens); it returns a *spec*
+that both children inherit across ``fork``. ``open(spec, role, peer_pid)`` runs
+in each child (role ``"a"``: the pinger / sender, ``"b"``: the echo / receiver)
+and returns an endpoint with ``send(data)`` and ``recv()``; the shared loops in
+``loops.py`` do the rest, so every subject is measured the same way.
+
+Groups: ``ipckit`` (the library), ``raw`` (the same mechanism through the
+standard library / posix_ipc / sysv_ipc, written as a careful user would, so
+ipckit/raw is ipckit's own overhead), ``peer`` (what users pick instead) and
+``c`` (the same mechanism in C: the limit). ``family`` groups the rows that
+compare with each other; ``raw`` and ``c`` name the counterpart subjects.
+
+The subjects themselves live in subjects_stream.py (pipes, sockets, zmq),
+subjects_queue.py (message queues, multiprocessing.Queue, faster-fifo,
+iceoryx2), subjects_shm.py (shared memory + semaphores, signals) and
+csubjects.py (the C programs).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import struct
+from typing import Any, Callable, ClassVar, Optional
+
+from . import machine
+
+LATENCY = "latency"
+THROUGHPUT = "throughput"
+
+_LEN = struct.Struct("<Q")
+
+
+class NotApplicable(Exception):
+    """The subject cannot run this measurement here; the message says why (reported as n/a)."""
+
+
+class Subject:
+    id: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    group: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    raw: ClassVar[Optional[str]] = None  # id of the raw counterpart (ipckit rows)
+    c: ClassVar[Optional[str]] = None  # id of the C limit
+    metrics: ClassVar[tuple[str, ...]] = (LATENCY, THROUGHPUT)
+    requires: ClassVar[tuple[str, ...]] = ()  # importable modules needed (optional extras)
+    lossy: ClassVar[bool] = False  # a datagram transport that may drop messages
+    note: ClassVar[str] = ""
+
+    def unavailable(self) -> Optional[str]:
+        """Why this subject cannot run at all on this host, or None."""
+        for module in self.requires:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                return f"not installed (pip install 'ipckit[bench]' for {module})"
+        return None
+
+    def unsupported(self, metric: str, size: int) -> Optional[str]:
+        """Why this size cannot be carried here, or None."""
+        if metric not in self.metrics:
+            return f"{self.label} has no {metric} mode"
+        return self.too_big(size)
+
+    def too_big(self, size: int) -> Optional[str]:
+        """Why a message of this size cannot be carried, or None (override per mechanism)."""
+        return None
+
+    def setup(self, env: "Env") -> Any:
+        raise NotImplementedError
+
+    def open(self, spec: Any, role: str, peer_pid: int) -> Any:
+        raise NotImplementedError
+
+
+REGISTRY: dict[str, Subject] = {}
+
+
+def register(cls: type) -> type:
+    inst = cls()
+    if inst.id in REGISTRY:
+        raise RuntimeError(f"duplicate subject id {inst.id}")
+    REGISTRY[inst.id] = inst
+    return cls
+
+
+def all_subjects() -> list[Subject]:
+    # Importing the modules registers their subjects, in a stable display order.
+    from . import subjects_stream  # noqa: F401  (import order = family order)
+    from . import subjects_queue  # noqa: F401
+    from . import subjects_shm  # noqa: F401
+    from . import csubjects  # noqa: F401
+
+    families: list[str] = []
+    for s in REGISTRY.values():
+        if s.family not in families:
+            families.append(s.family)
+    rank = {"ipckit": 0, "raw": 1, "peer": 2, "c": 3}
+    return sorted(REGISTRY.values(), key=lambda s: (families.index(s.family), rank.get(s.group, 9)))
+
+
+class Env:
+    """Names, keys and paths for one run, and the removal of everything made with them.
+
+    Every POSIX name starts with ``/ipckit-bench-<pid>-`` so a final sweep of
+    /dev/shm (shared memory and ``sem.*``) finds leftovers even after a crash;
+    POSIX queues and SysV keys are tracked and removed one by one.
+    """
+
+    def __init__(self, tmpdir: str) -> None:
+        self.prefix = f"ipckit-bench-{os.getpid()}"
+        self.tmpdir = tmpdir
+        self._count = 0
+        self._names: list[str] = []
+        self._keys: list[int] = []
+        self._cleanups: list[Callable[[], Any]] = []
+
+    def name(self, tag: str) -> str:
+        self._count += 1
+        name = f"/{self.prefix}-{self._count}-{tag}"
+        self._names.append(name)
+        return name
+
+    def key(self, span: int = 1) -> int:
+        """A SysV key base with ``span`` consecutive keys, none in use right now."""
+        import secrets
+
+        used = machine.sysv_keys_in_use()
+        while True:
+            key = secrets.randbelow(0x3FFF0000) + 0x10000
+            if not any(key + i in used for i in range(span)):
+                self._keys.extend(key + i for i in range(span))
+                return key
+
+    def path(self, tag: str) -> str:
+        self._count += 1
+        return os.path.join(self.tmpdir, f"{self._count}-{tag}")
+
+    def on_cleanup(self, fn: Callable[[], Any]) -> None:
+        self._cleanups.append(fn)
+
+    def cleanup(self) -> None:
+        """Run the registered cleanups (newest first), then remove every name and key handed out."""
+        while self._cleanups:
+            fn = self._cleanups.pop()
+            try:
+                fn()
+            except Exception:
+                pass
+        self.sweep()
+
+    def sweep(self) -> None:
+        _unlink_posix(self._names)
+        _remove_sysv(self._keys)
+        self._names.clear()
+        self._keys.clear()
+        sweep_prefix(self.prefix)
+
+
+def _unlink_posix(names: list[str]) -> None:
+    try:
+        import posix_ipc
+    except ImportError:  # pragma: no cover - a dependency of ipckit
+        return
+    for name in names:
+        for candidate in (name, name + "-ab", name + "-ba"):
+            for fn in (posix_ipc.unlink_message_queue, posix_ipc.unlink_semaphore, posix_ipc.unlink_shared_memory):
+                try:
+                    fn(candidate)
+                except Exception:
+                    pass
+
+
+def _remove_sysv(keys: list[int]) -> None:
+    try:
+        import sysv_ipc
+    except ImportError:  # pragma: no cover
+        return
+    for key in keys:
+        ckey = key - (1 << 32) if key >= 1 << 31 else key
+        for cls in (sysv_ipc.MessageQueue, sysv_ipc.Semaphore, sysv_ipc.SharedMemory):
+            try:
+                cls(ckey).remove()
+            except Exception:
+                pass
+
+
+def sweep_prefix(prefix: str) -> None:
+    """Remove /dev/shm entries (segments and ``sem.`` semaphores) whose name starts with prefix."""
+    try:
+        entries = os.listdir("/dev/shm")
+    except OSError:
+        return
+    for entry in entries:
+        if entry.startswith(prefix) or entry.startswith("sem." + prefix):
+            try:
+                os.unlink(os.path.join("/dev/shm", entry))
+            except OSError:
+                pass
+
+
+# ------------------------------------------------------------------ endpoints
+
+
+class Ends:
+    """An endpoint made of two callables (bound methods, so the hot loop pays one call)."""
+
+    def __init__(self, send: Callable[[Any], Any], recv: Callable[[], Any], close: Optional[Callable[[], Any]] = None):
+        self.send = send
+        self.recv = recv
+        self._close = close
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+
+
+class FramedFd:
+    """Raw length-prefixed messages over stream file descriptors (pipes, stream sockets).
+
+    What a careful user writes without ipckit: an 8-byte length then the payload,
+    written with one ``writev`` and read with ``readv`` into a buffer of the right
+    size (no per-chunk concatenation).
+    """
+
+    def __init__(self, rfd: int, wfd: int, close: Optional[Callable[[], Any]] = None) -> None:
+        self.rfd, self.wfd = rfd, wfd
+        self._close = close
+
+    def send(self, data: Any) -> None:
+        view = memoryview(data).cast("B")
+        parts = [_LEN.pack(len(view)), view]
+        total = 8 + len(view)
+        done = os.writev(self.wfd, parts)
+        while done < total:  # rare: a signal interrupted a large write
+            if done < 8:
+                done += os.write(self.wfd, parts[0][done:])
+            else:
+                done += os.write(self.wfd, view[done - 8 :])
+
+    def _read_exact(self, buf: memoryview) -> None:
+        got = 0
+        while got < len(buf):
+            n = os.readv(self.rfd, [buf[got:]])
+            if n == 0:
+                raise EOFError("peer closed the stream")
+            got += n
+
+    def recv(self) -> bytearray:
+        head = bytearray(8)
+        self._read_exact(memoryview(head))
+        out = bytearray(_LEN.unpack(head)[0])
+        self._read_exact(memoryview(out))
+        return out
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+
+
+class ShmSlots:
+    """One-slot handover through shared memory, one slot per direction, four semaphores.
+
+    ``tx``/``rx`` are ``(view, full, empty)``: a memoryview over [8-byte length |
+    payload] and two semaphores with ``acquire()``/``release()``. ``recv`` returns a
+    zero-copy view into the slot; the slot is handed back (``empty`` released) at the
+    next ``recv`` or at ``flush``, after the loop has checked the message, the way a
+    zero-copy consumer works. Used with ipckit, posix_ipc and multiprocessing objects.
+    """
+
+    def __init__(self, tx: tuple, rx: tuple, close: Optional[Callable[[], Any]] = None) -> None:
+        self.tx_view, self.tx_full, self.tx_empty = tx
+        self.rx_view, self.rx_full, self.rx_empty = rx
+        self._pending = False
+        self._close = close
+
+    def send(self, data: Any) -> None:
+        n = len(data)
+        self.tx_empty.acquire()
+        self.tx_view[:8] = _LEN.pack(n)
+        self.tx_view[8 : 8 + n] = data
+        self.tx_full.release()
+
+    def recv(self) -> memoryview:
+        if self._pending:
+            self.rx_empty.release()
+        self.rx_full.acquire()
+        self._pending = True
+        n = _LEN.unpack(self.rx_view[:8])[0]
+        return self.rx_view[8 : 8 + n]
+
+    def flush(self) -> None:
+        if self._pending:
+            self._pending = False
+            self.rx_empty.release()
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+
+
+def slot_layout(max_size: int) -> tuple[int, int]:
+    """(bytes per slot, total bytes for two slots) for messages up to max_size."""
+    slot = 8 + max_size
+    slot = (slot + 4095) // 4096 * 4096
+    return slot, 2 * slot
+
+
+def cross(spec_pair: tuple, role: str) -> tuple:
+    """Pick (mine-to-send-on, mine-to-receive-on) from an (a->b, b->a) pair."""
+    ab, ba = spec_pair
+    return (ab, ba) if role == "a" else (ba, ab)

@@ -1,0 +1,286 @@
+"""Message-queue subjects: POSIX and SysV kernel queues, ipckit's shared-memory queue,
+multiprocessing.Queue, faster-fifo and iceoryx2. One queue per direction."""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import multiprocessing
+import os
+import time
+from typing import Any, Optional
+
+from . import machine
+from .subjects import Ends, Subject, cross, register
+
+MAX_PAYLOAD = 1 << 20  # the largest size the suite sends
+_FORK = multiprocessing.get_context("fork")
+
+
+def _posix_limit() -> int:
+    return machine.limit("mqueue.msgsize_max") or 8192
+
+
+def _sysv_limit() -> int:
+    return machine.limit("sysv.msgmax") or 8192
+
+
+def _posix_too_big(self: Any, size: int) -> Optional[str]:
+    limit = _posix_limit()
+    return f"POSIX mq message limit is {limit} B here (fs.mqueue.msgsize_max)" if size > limit else None
+
+
+def _sysv_too_big(self: Any, size: int) -> Optional[str]:
+    limit = _sysv_limit()
+    return f"SysV message limit is {limit} B here (kernel.msgmax)" if size > limit else None
+
+
+# ---------------------------------------------------------------- POSIX
+
+
+@register
+class IpckitMqPosix(Subject):
+    id, label, group, family = "ipckit.mq-posix", "ipckit MessageQueue posix", "ipckit", "mq-posix"
+    raw, c = "raw.mq-posix", "c.mq-posix"
+    too_big = _posix_too_big
+
+    def setup(self, env: Any) -> Any:
+        import ipckit
+
+        queues = []
+        for tag in ("ab", "ba"):
+            q = ipckit.MessageQueue.create(env.name(f"mq{tag}"), max_messages=10, max_message_size=_posix_limit())
+            env.on_cleanup(q.unlink)
+            env.on_cleanup(q.close)
+            queues.append(q)
+        return tuple(queues)
+
+    def open(self, spec: Any, role: str, peer_pid: int) -> Any:
+        tx, rx = cross(spec, role)
+        return Ends(tx.send, rx.recv)
+
+
+@register
+class RawMqPosix(Subject):
+    id, label, group, family = "raw.mq-posix", "posix_ipc.MessageQueue", "raw", "mq-posix"
+    too_big = _posix_too_big
+
+    def setup(self, env: Any) -> Any:
+        import posix_ipc
+
+        queues = []
+        for tag in ("ab", "ba"):
+            q = posix_ipc.MessageQueue(
+                env.name(f"mq{tag}"), posix_ipc.O_CREX, mode=0o600, max_messages=10, max_message_size=_posix_limit()
+            )
+            env.on_cleanup(q.unlink)
+            env.on_cleanup(q.close)
+            queues.append(q)
+        return tuple(queues)
+
+    def open(self, spec: Any, role: str, peer_pid: int) -> Any:
+        tx, rx = cross(spec, role)
+        receive = rx.receive
+        return Ends(tx.send, lambda: receive()[0])
+
+
+# ---------------------------------------------------------------- SysV
+
+
+@register
+class IpckitMqSysv(Subject):
+    id, label, group, family = "ipckit.mq-sysv", "ipckit MessageQueue sysv", "ipckit", "mq-sysv"
+    raw, c = "raw.mq-sysv", "c.mq-sysv"
+    too_big = _sysv_too_big
+
+    def setup(self, env: Any) -> Any:
+        import ipckit
+
+        key = env.key(2)
+        queues = []
+        for k in (key, key + 1):
+            q = ipckit.MessageQueue.create(k, backend="sysv")
+            env.on_cleanup(q.unlink)
+            env.on_cleanup(q.close)
+            queues.append(q)
+        return tuple(queues)
+
+    def open(self, spec: Any, role: str, peer_pid: int) -> Any:
+        tx, rx = cross(spec, role)
+        return Ends(tx.send, rx.recv)
+
+
+@register
+class RawMqSysv(Subject):
+    id, label, group, family = "raw.mq-sysv", "sysv_ipc.MessageQueue", "raw", "mq-sysv"
+    too_big = _sysv_too_big
+
+    def setup(self, env: Any) -> Any:
+        import sysv_ipc
+
+        key = env.key(2)
+        queues = []
+        for k in (key, key + 1):
+            q = sysv_ipc.MessageQueue(k, sysv_ipc.IPC_CREX, mode=0o600, max_message_size=_sysv_limit())
+            env.on_cleanup(q.remove)
+            queues.append(q)
+        return tuple(queues)
+
+    def open(self, spec: Any, role: str, peer_pid: int) -> Any:
+        tx, rx = cross(spec, role)
+        receive = rx.receive
+        return Ends(tx.send, lambda: receive()[0])
+
+
+# ---------------------------------------------------------------- ipckit shm queue
+
+
+def _create_shm_queue(name: str) -> Any:
+    import ipckit
+
+    try:
+        return ipckit.MessageQueue.create(name, backend="shm", max_messages=64, max_message_size=MAX_PAYLOAD)
+    except (TypeError, ValueError):
+        # The backend may size itself differently; its defaults are the next best thing.
+        return ipckit.MessageQueue.create(name, backend="shm")
+
+
+@register
+class IpckitMqShm(Subject):
+    id, label, group, family = "ipckit.mq-shm", "ipckit MessageQueue shm", "ipckit", "mq-shm"
+    c = "c.spin"
+    note = "ring in POSIX shared memory with futex wake-ups; no raw equivalent (C: spin ring)"
+
+    def setup(self, env: Any) -> Any:
+        queues = []
+        for tag in ("ab", "ba"):
+            q = _create_shm_queue(env.name(f"q{tag}"))
+            env.on_cleanup(q.unlink)
+            env.on_cleanup(q.close)
+            queues.append(q)
+        return tuple(queues)
+
+    def open(self, spec: Any, role: str, peer_pid: int) -> Any:
+        tx, rx = cross(spec, role)
+        return Ends(tx.send, rx.recv)
+
+
+# ---------------------------------------------------------------- peers
+
+
+@register
+class MpQueue(Subject):
+    id, label, group, family = "mp.queue", "multiprocessing.Queue", "peer", "mq-shm"
+    note = "maxsize=64; pickles in a feeder thread, so each message is copied to bytes first"
+
+    def setup(self, env: Any) -> Any:
+        queues = []
+        for _ in range(2):
+            q = _FORK.Queue(maxsize=64)
+            env.on_cleanup(q.cancel_join_thread)
+            env.on_cleanup(q.close)
+            queues.append(q)
+        return tuple(queues)
+
+    def open(self, spec: Any, role: str, peer_pid: int) -> Any:
+        tx, rx = cross(spec, role)
+        put = tx.put
+
+        def close() -> None:
+            tx.close()
+            tx.join_thread()
+
+        return Ends(lambda m: put(bytes(m)), rx.get, close)
+
+
+@register
+class FasterFifo(Subject):
+    id, label, group, family = "faster-fifo", "faster-fifo Queue", "peer", "mq-shm"
+    requires = ("faster_fifo",)
+    note = "8 MiB circular buffer; pickles each message"
+
+    def setup(self, env: Any) -> Any:
+        import faster_fifo
+
+        return tuple(faster_fifo.Queue(max_size_bytes=8 * MAX_PAYLOAD + 4096) for _ in range(2))
+
+    def open(self, spec: Any, role: str, peer_pid: int) -> Any:
+        tx, rx = cross(spec, role)
+        return Ends(tx.put, functools.partial(rx.get, timeout=3600))
+
+
+@register
+class Iceoryx2(Subject):
+    id, label, group, family = "iceoryx2", "iceoryx2 publish-subscribe", "peer", "mq-shm"
+    requires = ("iceoryx2",)
+    note = "zero-copy publish-subscribe; the subscriber polls (receive() + sched_yield), copies out"
+
+    def setup(self, env: Any) -> Any:
+        return env.prefix + f"-{os.getpid()}-{time.monotonic_ns()}"
+
+    def open(self, spec: Any, role: str, peer_pid: int) -> Any:
+        import iceoryx2 as ix
+
+        ix.set_log_level(ix.LogLevel.Error)
+        node = ix.NodeBuilder.new().signal_handling_mode(ix.SignalHandlingMode.Disabled).create(ix.ServiceType.Ipc)
+
+        def service(direction: str) -> Any:
+            for _ in range(200):  # both sides race to create; the loser opens
+                try:
+                    return (
+                        node.service_builder(ix.ServiceName.new(f"{spec}/{direction}"))
+                        .publish_subscribe(ix.Slice[ctypes.c_uint8])
+                        .enable_safe_overflow(False)
+                        .subscriber_max_buffer_size(16)
+                        .history_size(0)
+                        .open_or_create()
+                    )
+                except Exception:
+                    time.sleep(0.01)
+            raise RuntimeError("iceoryx2: could not open or create the service")
+
+        tx_name, rx_name = ("ab", "ba") if role == "a" else ("ba", "ab")
+        tx_service, rx_service = service(tx_name), service(rx_name)
+        pub = (
+            tx_service.publisher_builder()
+            .initial_max_slice_len(MAX_PAYLOAD)
+            .allocation_strategy(ix.AllocationStrategy.PowerOfTwo)
+            .backpressure_strategy(ix.BackpressureStrategy.RetryUntilDelivered)
+            .create()
+        )
+        sub = rx_service.subscriber_builder().create()
+        yield_ = os.sched_yield
+
+        def send(data: Any) -> None:
+            n = len(data)
+            sample = pub.loan_slice_uninit(n)
+            ctypes.memmove(sample.payload_ptr, (ctypes.c_char * n).from_buffer_copy(data) if isinstance(data, bytes)
+                           else (ctypes.c_char * n).from_buffer(data), n)
+            sample.assume_init().send()
+
+        def recv() -> bytes:
+            receive = sub.receive
+            while True:
+                sample = receive()
+                if sample is not None:
+                    return bytes(sample.payload().as_memory_view())
+                yield_()
+
+        def prepare() -> None:
+            pub.update_connections()
+
+        def close() -> None:
+            for obj in (sub, pub):
+                obj.delete()
+            del node
+
+        ends = Ends(send, recv, close)
+        ends.prepare = prepare  # type: ignore[attr-defined]
+        # Wait until the peer's subscriber is connected, or the first samples go nowhere.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pub.update_connections()
+            if tx_service.dynamic_config().number_of_subscribers() >= 1:
+                break
+            time.sleep(0.005)
+        return ends

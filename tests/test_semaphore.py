@@ -1,0 +1,608 @@
+"""ipckit.Semaphore on both backends: the API.md contract, timeouts (never early,
+EINTR retried), an exact counter under contention across fork and spawn processes,
+SysV sets (atomic multi-op, SEM_UNDO after SIGKILL, GETNCNT/GETZCNT/GETPID), C peers."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+import ipckit
+
+BACKENDS = ["posix", "sysv"]
+CONTEXTS = ["fork", "spawn"]
+CHILD_TIMEOUT = 30
+
+
+@pytest.fixture
+def make_sem_name(make_name, make_key):
+    return lambda backend: make_name() if backend == "posix" else make_key()
+
+
+def _sysv_sem_row(key: int):
+    with open("/proc/sysvipc/sem") as f:
+        header = next(f).split()
+        for line in f:
+            fields = line.split()
+            if int(fields[0]) & 0xFFFFFFFF == key:
+                return dict(zip(header, fields))
+    return None
+
+
+def _exists(backend, name) -> bool:
+    if backend == "posix":
+        return os.path.exists(f"/dev/shm/sem.{name[1:]}")
+    return _sysv_sem_row(name) is not None
+
+
+def _mode_of(backend, name) -> int:
+    if backend == "posix":
+        return os.stat(f"/dev/shm/sem.{name[1:]}").st_mode & 0o7777
+    return int(_sysv_sem_row(name)["perms"], 8) & 0o777
+
+
+def _join(proc) -> None:
+    proc.join(CHILD_TIMEOUT)
+    if proc.is_alive():
+        proc.kill()
+        proc.join()
+        raise AssertionError("child process hung")
+    assert proc.exitcode == 0, f"child exited with {proc.exitcode}"
+
+
+@pytest.fixture(params=BACKENDS)
+def sem(request, make_sem_name):
+    s = ipckit.Semaphore.create(make_sem_name(request.param), 1, backend=request.param)
+    yield s
+    try:
+        s.unlink()
+    except ipckit.NotFoundError:
+        pass
+    s.close()
+
+
+# ---------------------------------------------------------------- the contract
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_create_open_acquire_release_value(backend, make_sem_name):
+    name = make_sem_name(backend)
+    s = ipckit.Semaphore.create(name, 2, backend=backend)
+    try:
+        assert isinstance(s, ipckit.Semaphore)
+        assert (s.name, s.backend, s.value) == (name, backend, 2)
+        assert s.acquire() is True
+        assert s.acquire(timeout=1) is True
+        assert s.value == 0
+        assert s.acquire(blocking=False) is False
+        with ipckit.Semaphore.open(name, backend=backend) as o:  # Semaphore's `with` acquires
+            pass
+        assert o.closed is False
+        s.release()
+        with o:
+            assert s.value == 0
+        assert s.value == 1 and not o.closed
+        o.release(3)
+        assert s.value == 4
+        o.close()
+        assert "closed" in repr(o)
+        assert s.value == 4
+    finally:
+        s.unlink()
+        s.close()
+    assert not _exists(backend, name)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("umask", [0o077, 0o000])
+def test_default_mode_is_exactly_0600(backend, umask, make_sem_name):
+    old = os.umask(umask)
+    try:
+        a = ipckit.Semaphore.create(make_sem_name(backend), backend=backend)
+        b = ipckit.Semaphore.create(make_sem_name(backend), mode=0o640, backend=backend)
+    finally:
+        os.umask(old)
+    try:
+        assert _mode_of(backend, a.name) == 0o600
+        assert _mode_of(backend, b.name) == 0o640
+    finally:
+        for s in (a, b):
+            s.unlink()
+            s.close()
+
+
+def test_timeout_zero_returns_false_at_once(sem):
+    assert sem.acquire(timeout=0) is True
+    start = time.monotonic()
+    assert sem.acquire(timeout=0) is False
+    assert sem.acquire(blocking=False) is False
+    assert time.monotonic() - start < 1.0  # "never blocks" (lenient: no speed assertions)
+
+
+def test_timeout_is_never_early(sem):
+    assert sem.acquire()
+    for timeout in (0.2, 0.05):
+        start = time.monotonic()
+        assert sem.acquire(timeout=timeout) is False
+        assert time.monotonic() - start >= timeout
+    assert sem.value == 0
+
+
+def test_timeout_arguments_checked_like_threading(sem):
+    with pytest.raises(ValueError, match="non-blocking"):
+        sem.acquire(blocking=False, timeout=1)
+    with pytest.raises(ValueError, match="timeout"):
+        sem.acquire(timeout=-1)
+    with pytest.raises(TypeError, match="timeout"):
+        sem.acquire(timeout="1")
+    assert sem.value == 1
+
+
+def test_eintr_is_retried_and_the_wait_is_not_cut_short(sem):
+    hits = []
+    old = signal.signal(signal.SIGALRM, lambda *a: hits.append(1))
+    try:
+        assert sem.acquire()
+        signal.setitimer(signal.ITIMER_REAL, 0.05, 0.05)
+        start = time.monotonic()
+        assert sem.acquire(timeout=0.3) is False
+        elapsed = time.monotonic() - start
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    assert elapsed >= 0.3
+    assert len(hits) >= 2  # the handlers ran during the wait
+
+
+def test_signal_handler_exception_interrupts_the_wait(sem):
+    """PEP 475: a handler that raises ends the wait with its exception."""
+
+    def boom(*args):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGALRM, boom)
+    try:
+        assert sem.acquire()
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        with pytest.raises(KeyboardInterrupt):
+            sem.acquire(timeout=5)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    sem.release()
+    assert sem.value == 1
+
+
+def test_release_wakes_a_waiting_thread(sem):
+    assert sem.acquire()
+    got = []
+    t = threading.Thread(target=lambda: got.append(sem.acquire(timeout=10)))
+    t.start()
+    time.sleep(0.05)
+    sem.release()
+    t.join(10)
+    assert got == [True]
+
+
+def test_release_argument_checks(sem):
+    for n in (0, -1):
+        with pytest.raises(ValueError, match="n must be"):
+            sem.release(n)
+    for n in (1.0, True, "1"):
+        with pytest.raises(TypeError, match="n must be"):
+            sem.release(n)
+    assert sem.value == 1
+
+
+def test_release_past_the_maximum_is_a_value_error(make_sem_name):
+    for backend, top in (("posix", 2**31 - 1), ("sysv", 32767)):
+        s = ipckit.Semaphore.create(make_sem_name(backend), top, backend=backend)
+        try:
+            with pytest.raises(ValueError, match="SEM_VALUE_MAX|SEMVMX"):
+                s.release()
+            assert s.value == top
+        finally:
+            s.unlink()
+            s.close()
+
+
+def test_use_after_close(sem):
+    sem.close()
+    sem.close()
+    for call in (sem.acquire, sem.release, lambda: sem.value, sem.__enter__):
+        with pytest.raises(ipckit.ClosedError):
+            call()
+    sem.unlink()  # works on a closed handle
+    assert not _exists(sem.backend, sem.name)
+    with pytest.raises(ipckit.NotFoundError):
+        sem.unlink()
+
+
+def test_posix_handle_keeps_working_after_unlink(make_name):
+    s = ipckit.Semaphore.create(make_name(), 0)
+    s.unlink()
+    s.release()
+    assert s.acquire(timeout=0) and s.value == 0
+    with pytest.raises(ipckit.NotFoundError):
+        ipckit.Semaphore.open(s.name)
+    s.close()
+
+
+def test_sysv_use_after_unlink_is_closed_error_and_wakes_waiters(make_key):
+    s = ipckit.Semaphore.create(make_key(), 0, backend="sysv")
+    errors = []
+
+    def waiter():
+        try:
+            s.acquire(timeout=10)
+        except ipckit.ClosedError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    deadline = time.monotonic() + 5
+    while s.ncount == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    s.unlink()
+    t.join(10)
+    assert len(errors) == 1 and "removed" in str(errors[0])
+    for call in (s.acquire, s.release, lambda: s.value):
+        with pytest.raises(ipckit.ClosedError):
+            call()
+    s.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_exists_and_not_found(backend, make_sem_name):
+    name = make_sem_name(backend)
+    with pytest.raises(ipckit.NotFoundError):
+        ipckit.Semaphore.open(name, backend=backend)
+    s = ipckit.Semaphore.create(name, backend=backend)
+    try:
+        with pytest.raises(ipckit.ExistsError):
+            ipckit.Semaphore.create(name, backend=backend)
+    finally:
+        s.unlink()
+        s.close()
+
+
+def _posix_sems() -> set[str]:
+    return {e for e in os.listdir("/dev/shm") if e.startswith("sem.")}
+
+
+def _sysv_sem_keys() -> set[int]:
+    with open("/proc/sysvipc/sem") as f:
+        next(f)
+        return {int(line.split()[0]) & 0xFFFFFFFF for line in f}
+
+
+def test_bad_input_leaves_nothing_behind(make_name, make_key):
+    before = (_posix_sems(), _sysv_sem_keys())
+    for bad in ["noslash", "", "/", "/a/b", "/" + "x" * 255]:
+        with pytest.raises(ValueError, match="name"):
+            ipckit.Semaphore.create(bad)
+        with pytest.raises(ValueError, match="name"):
+            ipckit.Semaphore.open(bad)
+    for bad in [5, b"/x", None]:
+        with pytest.raises(TypeError, match="name"):
+            ipckit.Semaphore.create(bad)
+    for bad in (0, -1, 2**32):
+        with pytest.raises(ValueError, match="key"):
+            ipckit.Semaphore.create(bad, backend="sysv")
+    for bad in ("/x", 1.5):
+        with pytest.raises(TypeError, match="key"):
+            ipckit.Semaphore.open(bad, backend="sysv")
+    name, key = make_name(), make_key()
+    for target, backend in ((name, "posix"), (key, "sysv")):
+        with pytest.raises(ValueError, match="value"):
+            ipckit.Semaphore.create(target, -1, backend=backend)
+        with pytest.raises(TypeError, match="value"):
+            ipckit.Semaphore.create(target, 1.0, backend=backend)
+        with pytest.raises(ValueError, match="mode"):
+            ipckit.Semaphore.create(target, mode=-1, backend=backend)
+        with pytest.raises(ValueError, match="count"):
+            ipckit.Semaphore.create(target, count=0, backend=backend)
+    with pytest.raises(ValueError, match="SEM_VALUE_MAX"):
+        ipckit.Semaphore.create(name, 2**31)
+    with pytest.raises(ValueError, match="SEMVMX"):
+        ipckit.Semaphore.create(key, 32768, backend="sysv")
+    with pytest.raises(ValueError, match="sysv"):
+        ipckit.Semaphore.create(name, count=2)
+    with pytest.raises(ValueError, match="sysv"):
+        ipckit.Semaphore.create(name, undo=True)
+    with pytest.raises(ValueError, match="count is 3"):
+        ipckit.Semaphore.create(key, [1, 2], count=3, backend="sysv")
+    with pytest.raises(ValueError, match="backend"):
+        ipckit.Semaphore.create(name, backend="shm")
+    assert (_posix_sems(), _sysv_sem_keys()) == before
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pickle_reopens_by_name(backend, make_sem_name):
+    s = ipckit.Semaphore.create(make_sem_name(backend), 3, backend=backend)
+    try:
+        with pickle.loads(pickle.dumps(s)) as copy:
+            assert (copy.name, copy.backend, copy.value) == (s.name, backend, 2)
+    finally:
+        s.unlink()
+        s.close()
+
+
+# ---------------------------------------------------------------- exact counter under contention
+
+WORKERS = 4
+INCREMENTS = 250
+
+
+def _counter_worker(sem_name, backend, shm_name, start_gate):
+    sem = ipckit.Semaphore.open(sem_name, backend=backend)
+    shm = ipckit.SharedMemory.open(shm_name, backend=backend)
+    start_gate.wait(CHILD_TIMEOUT)
+    buf = shm.buf
+    for _ in range(INCREMENTS):
+        if not sem.acquire(timeout=CHILD_TIMEOUT):
+            raise SystemExit("acquire timed out")
+        # A deliberately non-atomic read-modify-write with a yield in the middle:
+        # without the semaphore, increments from other processes get lost.
+        value = struct.unpack_from("q", buf, 0)[0]
+        if _ % 16 == 0:
+            time.sleep(0)
+        struct.pack_into("q", buf, 0, value + 1)
+        sem.release()
+    del buf
+    shm.close()
+    sem.close()
+
+
+@pytest.mark.parametrize("ctx", CONTEXTS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_exact_counter_under_contention(ctx, backend, make_sem_name):
+    context = multiprocessing.get_context(ctx)
+    sem = ipckit.Semaphore.create(make_sem_name(backend), 1, backend=backend)
+    shm = ipckit.SharedMemory.create(make_sem_name(backend), 8, backend=backend)
+    gate = context.Barrier(WORKERS)
+    try:
+        procs = [context.Process(target=_counter_worker, args=(sem.name, backend, shm.name, gate)) for _ in range(WORKERS)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            _join(p)
+        assert struct.unpack_from("q", shm.buf, 0)[0] == WORKERS * INCREMENTS
+        assert sem.value == 1
+    finally:
+        for obj in (sem, shm):
+            obj.unlink()
+            obj.close()
+
+
+def _wait_then_report(sem, queue):
+    queue.put(sem.acquire(timeout=CHILD_TIMEOUT))
+
+
+@pytest.mark.parametrize("ctx", CONTEXTS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_release_wakes_a_waiting_process(ctx, backend, make_sem_name):
+    context = multiprocessing.get_context(ctx)
+    s = ipckit.Semaphore.create(make_sem_name(backend), 0, backend=backend)
+    queue = context.Queue()
+    try:
+        proc = context.Process(target=_wait_then_report, args=(s, queue))  # pickled by name for spawn
+        proc.start()
+        time.sleep(0.1)
+        assert queue.empty()
+        s.release()
+        assert queue.get(timeout=CHILD_TIMEOUT) is True
+        _join(proc)
+        assert s.value == 0
+    finally:
+        s.unlink()
+        s.close()
+
+
+# ---------------------------------------------------------------- SysV sets
+
+
+def test_sysv_set_members_and_atomic_op(make_key):
+    s = ipckit.Semaphore.create(make_key(), [1, 0, 5], backend="sysv")
+    try:
+        assert (s.count, len(s), s.index, s.values) == (3, 3, 0, [1, 0, 5])
+        second = s[1]
+        assert (second.index, second.value, s[-1].value) == (1, 0, 5)
+        assert [m.value for m in s] == [1, 0, 5]
+        # All or nothing: member 1 is 0, so member 0 is not decremented either.
+        assert s.op([(0, -1), (1, -1)], timeout=0) is False
+        assert s.values == [1, 0, 5]
+        start = time.monotonic()
+        assert s.op([(0, -1), (1, -1)], timeout=0.1) is False
+        assert time.monotonic() - start >= 0.1
+        assert s.op([(0, -1), (1, +1), (2, -5)]) is True
+        assert s.values == [0, 1, 0]
+        assert s.op([(2, 0)], timeout=0) is True  # wait-for-zero succeeds at once
+        second.release(2)
+        assert second.acquire() and s.values == [0, 2, 0]
+        assert s.last_pid == os.getpid()
+        with ipckit.Semaphore.open(s.name, backend="sysv") as other:
+            assert other.count == 3 and other[2].value == 0
+        with pytest.raises(IndexError):
+            s[3]
+        with pytest.raises(ValueError, match="member"):
+            s.op([(3, 1)])
+        with pytest.raises(ValueError, match="at least one"):
+            s.op([])
+        with pytest.raises(TypeError, match="pair"):
+            s.op([(0, 1, 2)])
+        with pytest.raises(ValueError, match="delta"):
+            s.op([(0, 40000)])
+        with pytest.raises(ValueError, match="timeout"):
+            s.op([(0, 1)], timeout=-1)
+        assert s.values == [0, 2, 0]
+        assert s.stat().count == 3
+    finally:
+        s.unlink()
+        s.close()
+
+
+def _acquire_with_undo_and_die(key):
+    s = ipckit.Semaphore.open(key, backend="sysv", undo=True)
+    assert s.acquire(timeout=5)
+    assert s[1].acquire(timeout=5)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("ctx", CONTEXTS)
+def test_sem_undo_gives_back_a_crashed_holders_acquire(ctx, make_key):
+    s = ipckit.Semaphore.create(make_key(), [1, 3], backend="sysv")
+    try:
+        proc = multiprocessing.get_context(ctx).Process(target=_acquire_with_undo_and_die, args=(s.name,))
+        proc.start()
+        proc.join(CHILD_TIMEOUT)
+        assert proc.exitcode == -signal.SIGKILL
+        assert s.values == [1, 3]  # the kernel undid the dead process's operations
+        assert s.last_pid == proc.pid  # the kernel's undo is booked to the dead process
+    finally:
+        s.unlink()
+        s.close()
+
+
+def test_without_undo_a_crashed_holders_acquire_is_lost(make_key):
+    s = ipckit.Semaphore.create(make_key(), 1, backend="sysv")
+    try:
+        code = f"import ipckit, os, signal; s = ipckit.Semaphore.open({s.name}, backend='sysv'); s.acquire(); os.kill(os.getpid(), signal.SIGKILL)"
+        rc = subprocess.run([sys.executable, "-c", code], timeout=CHILD_TIMEOUT).returncode
+        assert rc == -signal.SIGKILL
+        assert s.value == 0
+    finally:
+        s.unlink()
+        s.close()
+
+
+def _block_on(key, member, delta):
+    s = ipckit.Semaphore.open(key, backend="sysv")
+    assert s.op([(member, delta)], timeout=CHILD_TIMEOUT)
+
+
+def test_sysv_ncount_zcount_and_pid(make_key):
+    s = ipckit.Semaphore.create(make_key(), [0, 1], backend="sysv")
+    ctx = multiprocessing.get_context("fork")
+    try:
+        waiter = ctx.Process(target=_block_on, args=(s.name, 0, -1))  # waits for increase
+        zeroer = ctx.Process(target=_block_on, args=(s.name, 1, 0))  # waits for zero
+        waiter.start()
+        zeroer.start()
+        deadline = time.monotonic() + 10
+        while (s[0].ncount, s[1].zcount) != (1, 1) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert (s[0].ncount, s[0].zcount, s[1].ncount, s[1].zcount) == (1, 0, 0, 1)
+        s.release()
+        s[1].acquire()
+        _join(waiter)
+        _join(zeroer)
+        assert (s[0].ncount, s[1].zcount) == (0, 0)
+        assert s[0].last_pid == waiter.pid
+    finally:
+        s.unlink()
+        s.close()
+
+
+# ---------------------------------------------------------------- C peers
+
+C_POSIX_SEM = r"""
+#include <fcntl.h>
+#include <semaphore.h>
+#include <stdio.h>
+#include <time.h>
+int main(int argc, char **argv) {
+    sem_t *s = sem_open(argv[1], 0);
+    if (s == SEM_FAILED) { perror("sem_open"); return 1; }
+    int v;
+    sem_getvalue(s, &v);
+    printf("value %d\n", v);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 10;
+    if (sem_timedwait(s, &ts) != 0) { perror("sem_timedwait"); return 1; }  /* takes the one Python released */
+    sem_post(s);
+    sem_post(s);
+    sem_post(s);
+    return 0;
+}
+"""
+
+C_SYSV_SEM = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/ipc.h>
+#include <sys/sem.h>
+int main(int argc, char **argv) {
+    int id = semget((key_t)strtoul(argv[1], NULL, 10), 0, 0);
+    if (id < 0) { perror("semget"); return 1; }
+    printf("value %d\n", semctl(id, 0, GETVAL));
+    struct sembuf take = {0, -1, 0}, give[2] = {{0, 3, 0}, {1, 1, 0}};
+    if (semop(id, &take, 1) != 0) { perror("semop"); return 1; }
+    if (semop(id, give, 2) != 0) { perror("semop"); return 1; }
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_c_peer_uses_the_same_semaphore(backend, make_sem_name, cc):
+    exe = cc(C_POSIX_SEM if backend == "posix" else C_SYSV_SEM, f"sem_peer_{backend}")
+    name = make_sem_name(backend)
+    if backend == "posix":
+        s = ipckit.Semaphore.create(name, 0)
+    else:
+        s = ipckit.Semaphore.create(name, 0, backend="sysv", count=2)
+    try:
+        s.release()
+        result = subprocess.run([exe, str(name)], capture_output=True, text=True, timeout=CHILD_TIMEOUT)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == "value 1\n"
+        assert s.value == 3
+        if backend == "sysv":
+            assert s[1].value == 1
+    finally:
+        s.unlink()
+        s.close()
+
+
+# ---------------------------------------------------------------- no crash on close while waiting
+
+CLOSE_WHILE_WAITING = textwrap.dedent(
+    """
+    import sys, threading, time
+    import ipckit
+    name = sys.argv[1]
+    s = ipckit.Semaphore.create(name, 0)
+    other = ipckit.Semaphore.open(name)
+    got = []
+    t = threading.Thread(target=lambda: got.append(s.acquire(timeout=10)))
+    t.start()
+    time.sleep(0.1)
+    s.close()                # the waiter still uses the semaphore: must not unmap it
+    other.release()
+    t.join(10)
+    assert got == [True], got
+    other.unlink()
+    other.close()
+    print("ok")
+    """
+)
+
+
+def test_close_while_another_thread_waits_does_not_crash(make_name):
+    name = make_name()
+    result = subprocess.run([sys.executable, "-c", CLOSE_WHILE_WAITING, name], capture_output=True, text=True, timeout=CHILD_TIMEOUT)
+    assert result.returncode >= 0, f"killed by signal {-result.returncode}"
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
