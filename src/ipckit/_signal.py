@@ -104,7 +104,6 @@ _FAULTS = frozenset(int(s) for s in (signal.SIGSEGV, signal.SIGBUS, signal.SIGFP
 
 _RECORD = struct.Struct("=iiiIii")  # struct ipckit_sigrecord in csrc/signal.cdef
 assert _RECORD.size == _ffi.ffi.sizeof("struct ipckit_sigrecord")
-_VALUE_CODES = frozenset({lib.SI_QUEUE, lib.SI_TIMER, lib.SI_MESGQ})
 _PIPE_SIZE = 256 * 1024  # about 10,900 records before any is dropped
 
 _NAME = re.compile(r"SIG(?:RT(MIN|MAX)([+-]\d+)?|[A-Z0-9]+)\Z")
