@@ -15,8 +15,8 @@ import subprocess
 from pathlib import Path
 from typing import Any, Optional
 
-from . import machine
 from .subjects import NotApplicable, Subject, register
+from .subjects_queue import _posix_too_big, _sysv_too_big
 
 HERE = Path(__file__).resolve().parent
 _BUILT: dict[str, Any] = {}  # program -> path, or the reason it could not be built
@@ -97,14 +97,6 @@ class CSubject(Subject):
         return ("throughput", int(head[1]), int(head[2]))
 
 
-def _mq_too_big(limit_key: str, what: str):
-    def too_big(self: Any, size: int) -> Optional[str]:
-        limit = machine.limit(limit_key) or 8192
-        return f"{what} message limit is {limit} B here ({limit_key})" if size > limit else None
-
-    return too_big
-
-
 @register
 class CPipe(CSubject):
     id, label, family, program, mech = "c.pipe", "C pipe(2)", "pipe", "c_pipe", "pipe"
@@ -118,13 +110,13 @@ class CUnix(CSubject):
 @register
 class CMqPosix(CSubject):
     id, label, family, program, mech = "c.mq-posix", "C mq_send/mq_receive", "mq-posix", "c_mq", "posix"
-    too_big = _mq_too_big("mqueue.msgsize_max", "POSIX mq")
+    too_big = _posix_too_big
 
 
 @register
 class CMqSysv(CSubject):
     id, label, family, program, mech = "c.mq-sysv", "C msgsnd/msgrcv", "mq-sysv", "c_mq", "sysv"
-    too_big = _mq_too_big("sysv.msgmax", "SysV")
+    too_big = _sysv_too_big
 
 
 @register

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Optional
+from typing import Optional
 
 from .runner import LATENCY, PLACEMENT_TEXT, THROUGHPUT, fmt_size
 
@@ -249,7 +249,10 @@ def render_markdown(doc: dict) -> str:
     return "\n\n".join(parts).replace("\n[", "\n\n[") + "\n"
 
 
-def document(machine_info: dict, cfg: dict, results: list[dict], started: str, seconds: float, interrupted: bool) -> dict:
+def document(
+    machine_info: dict, cfg: dict, results: list[dict], started: str, seconds: float, interrupted: bool,
+    objects: Optional[dict] = None,
+) -> dict:
     return {
         "schema": SCHEMA,
         "started": started,
@@ -259,6 +262,7 @@ def document(machine_info: dict, cfg: dict, results: list[dict], started: str, s
         "machine": machine_info,
         "config": cfg,
         "results": results,
+        "objects": objects or {},
     }
 
 

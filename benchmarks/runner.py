@@ -49,11 +49,11 @@ class Config:
     placements: tuple[str, ...] = ("cross",)
     only: Optional[str] = None
     repeats: int = 3
-    lat_budget: float = 0.1  # seconds of measuring per repeat, after warm-up
+    lat_budget: float = 0.2  # seconds of measuring per repeat, after warm-up
     lat_min_n: int = 200
     lat_max_n: int = 200_000
     lat_warmup: int = 50
-    thr_budget: float = 0.08
+    thr_budget: float = 0.12
     thr_min_n: int = 8
     thr_max_bytes: int = 64 * MiB
     thr_max_n: int = 1_000_000
@@ -334,6 +334,7 @@ class Outcome:
     results: list[dict] = field(default_factory=list)
     interrupted: bool = False
     seconds: float = 0.0
+    objects: dict = field(default_factory=dict)  # every name/key/dir used, all removed
 
 
 class Suite:
@@ -391,6 +392,7 @@ class Suite:
             finally:
                 signal.signal(signal.SIGINT, old)
         out.seconds = time.monotonic() - start
+        out.objects = {"prefix": env.prefix, "posix_names": env.all_names, "sysv_keys": env.all_keys, "tmpdir": tmpdir}
         return out
 
     def _row(self, task: Task, status: str, reason: Optional[str] = None, **values: Any) -> dict:

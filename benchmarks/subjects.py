@@ -118,11 +118,14 @@ class Env:
         self._names: list[str] = []
         self._keys: list[int] = []
         self._cleanups: list[Callable[[], Any]] = []
+        self.all_names: list[str] = []  # everything ever handed out, for the report
+        self.all_keys: list[int] = []
 
     def name(self, tag: str) -> str:
         self._count += 1
         name = f"/{self.prefix}-{self._count}-{tag}"
         self._names.append(name)
+        self.all_names.append(name)
         return name
 
     def key(self, span: int = 1) -> int:
@@ -134,6 +137,7 @@ class Env:
             key = secrets.randbelow(0x3FFF0000) + 0x10000
             if not any(key + i in used for i in range(span)):
                 self._keys.extend(key + i for i in range(span))
+                self.all_keys.extend(key + i for i in range(span))
                 return key
 
     def path(self, tag: str) -> str:

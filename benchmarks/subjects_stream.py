@@ -327,7 +327,7 @@ class _Zmq(Subject):
         s.setsockopt(zmq.LINGER, 0)
         # Copy at send time: the loops reuse one buffer, and zero-copy sends of large
         # messages would still be reading it.
-        s.copy_threshold = 1 << 40
+        s.copy_threshold = 1 << 30
         if role == "a":
             s.connect(spec)
         else:

@@ -300,7 +300,9 @@ def test_duplex() -> None:
 # ---------------------------------------------------------------- across processes
 
 
-def _child_echo_upper(reader, writer) -> None:  # type: ignore[no-untyped-def]
+def _child_echo_upper(reader, writer, unused) -> None:  # type: ignore[no-untyped-def]
+    for end in unused:  # a fork child holds copies of every end; EOF needs them closed
+        end.close()
     while True:
         try:
             msg = reader.recv(timeout=30)
@@ -314,7 +316,7 @@ def _child_echo_upper(reader, writer) -> None:  # type: ignore[no-untyped-def]
 def test_pipe_ends_to_child(ctx: str) -> None:
     mp = multiprocessing.get_context(ctx)
     to_child, from_child = ipckit.Pipe(), ipckit.Pipe()
-    proc = mp.Process(target=_child_echo_upper, args=(to_child.reader, from_child.writer))
+    proc = mp.Process(target=_child_echo_upper, args=(to_child.reader, from_child.writer, [to_child.writer, from_child.reader]))
     proc.start()
     try:
         to_child.reader.close()
@@ -420,9 +422,15 @@ def test_cat_reads_the_raw_stream() -> None:
         cat = subprocess.Popen(["cat", f"/dev/fd/{fd}"], pass_fds=[fd], stdout=subprocess.PIPE)
         p.reader.close()
         data = b"".join(b"line %d\n" % i for i in range(20000))  # > 64 KiB: cat must drain as we write
-        assert p.writer.write(data) == len(data)
-        p.writer.close()
+
+        def feed() -> None:
+            assert p.writer.write(data) == len(data)
+            p.writer.close()
+
+        feeder = threading.Thread(target=feed)
+        feeder.start()
         out, _ = cat.communicate(timeout=30)
+        feeder.join(30)
     assert cat.returncode == 0
     assert out == data
 
@@ -430,7 +438,7 @@ def test_cat_reads_the_raw_stream() -> None:
 def test_shell_pipeline_and_child_writing_to_us() -> None:
     with ipckit.Pipe() as to_shell, ipckit.Pipe() as from_shell:
         rfd, wfd = to_shell.reader.fileno(), from_shell.writer.fileno()
-        sh = subprocess.Popen(["sh", "-c", f"cat <&{rfd} | tr a-z A-Z >&{wfd}"], pass_fds=[rfd, wfd])
+        sh = subprocess.Popen(["sh", "-c", f"cat /dev/fd/{rfd} | tr a-z A-Z > /dev/fd/{wfd}"], pass_fds=[rfd, wfd])
         to_shell.reader.close()
         from_shell.writer.close()
         to_shell.writer.write(b"hello, shell\n")

@@ -85,11 +85,9 @@ def test_create_open_acquire_release_value(backend, make_sem_name):
         assert s.acquire(timeout=1) is True
         assert s.value == 0
         assert s.acquire(blocking=False) is False
-        with ipckit.Semaphore.open(name, backend=backend) as o:  # Semaphore's `with` acquires
-            pass
-        assert o.closed is False
         s.release()
-        with o:
+        o = ipckit.Semaphore.open(name, backend=backend)
+        with o:  # Semaphore's `with` acquires and releases; it does not close
             assert s.value == 0
         assert s.value == 1 and not o.closed
         o.release(3)
@@ -324,6 +322,10 @@ def test_bad_input_leaves_nothing_behind(make_name, make_key):
         ipckit.Semaphore.create(key, [1, 2], count=3, backend="sysv")
     with pytest.raises(ValueError, match="backend"):
         ipckit.Semaphore.create(name, backend="shm")
+    with pytest.raises(ValueError, match="SEMMSL"):
+        ipckit.Semaphore.create(key, count=10**7, backend="sysv")
+    with pytest.raises(ValueError, match="empty"):
+        ipckit.Semaphore.create(key, [], backend="sysv")
     assert (_posix_sems(), _sysv_sem_keys()) == before
 
 
@@ -431,8 +433,9 @@ def test_sysv_set_members_and_atomic_op(make_key):
         second.release(2)
         assert second.acquire() and s.values == [0, 2, 0]
         assert s.last_pid == os.getpid()
-        with ipckit.Semaphore.open(s.name, backend="sysv") as other:
-            assert other.count == 3 and other[2].value == 0
+        other = ipckit.Semaphore.open(s.name, backend="sysv")
+        assert other.count == 3 and other[2].value == 0
+        other.close()
         with pytest.raises(IndexError):
             s[3]
         with pytest.raises(ValueError, match="member"):
@@ -445,6 +448,8 @@ def test_sysv_set_members_and_atomic_op(make_key):
             s.op([(0, 40000)])
         with pytest.raises(ValueError, match="timeout"):
             s.op([(0, 1)], timeout=-1)
+        with pytest.raises(ValueError, match="SEMOPM"):
+            s.op([(0, 0)] * 100_000)
         assert s.values == [0, 2, 0]
         assert s.stat().count == 3
     finally:
@@ -606,3 +611,14 @@ def test_close_while_another_thread_waits_does_not_crash(make_name):
     assert result.returncode >= 0, f"killed by signal {-result.returncode}"
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_sysv_private_set():
+    s = ipckit.Semaphore.create(None, [2, 0], backend="sysv")
+    try:
+        assert s.name is None and s.values == [2, 0] and s.stat().mode == 0o600
+        with pytest.raises(TypeError, match="pickle"):
+            pickle.dumps(s)
+    finally:
+        s.unlink()
+        s.close()

@@ -26,7 +26,20 @@ from ._semaphore import Semaphore, _check_release_n, _check_value, _wait_deadlin
 from ._timeouts import Deadline
 
 _ffi_mod, _lib = _ffi.ffi, _ffi.lib
-_SEMOPM = 500  # at least this many operations per semop on every Linux (/proc/sys/kernel/sem, 3rd field)
+_SEM_LIMITS: list[int] = []
+
+
+def _sem_limits() -> tuple[int, int]:
+    """(SEMMSL, SEMOPM) from /proc/sys/kernel/sem: semaphores per set, operations per semop."""
+    if not _SEM_LIMITS:
+        try:
+            with open("/proc/sys/kernel/sem") as f:
+                fields = [int(x) for x in f.read().split()]
+            _SEM_LIMITS[:] = [fields[0], fields[2]]
+        except (OSError, ValueError, IndexError):  # pragma: no cover - no /proc
+            _SEM_LIMITS[:] = [32000, 500]
+    return _SEM_LIMITS[0], _SEM_LIMITS[1]
+
 _INIT_GRACE = 0.5  # seconds open() waits for a just-created set's creator to finish
 
 
@@ -98,8 +111,9 @@ class SysvSemaphore(Semaphore):
                 raise ValueError(f"count is {count} but value has {len(values)} entries")
         else:
             values = [_check_value(value, "value", _lib.SEMVMX, "SEMVMX")] * (count or 1)
-        if len(values) > 32000:
-            raise ValueError(f"count must be <= SEMMSL (/proc/sys/kernel/sem, 1st field), got {len(values)}")
+        semmsl = _sem_limits()[0]
+        if len(values) > semmsl:
+            raise ValueError(f"count must be <= SEMMSL = {semmsl} (/proc/sys/kernel/sem, 1st field), got {len(values)}")
         return values
 
     @classmethod
@@ -171,8 +185,9 @@ class SysvSemaphore(Semaphore):
             checked.append((number, delta, flags))
         if not checked:
             raise ValueError("ops must contain at least one (member, delta) pair")
-        if len(checked) > _SEMOPM:
-            raise ValueError(f"at most {_SEMOPM} operations per call (SEMOPM)")
+        semopm = _sem_limits()[1]
+        if len(checked) > semopm:
+            raise ValueError(f"at most SEMOPM = {semopm} operations per call (/proc/sys/kernel/sem, 3rd field), got {len(checked)}")
         self._check_open()
         return self._semop(checked, deadline)
 

@@ -316,7 +316,9 @@ class Socket(StreamEnd):
 
     def recv_fds(self, maxfds: int, *, bufsize: int = 65536, timeout: Optional[float] = None) -> Tuple[bytes, list]:
         """Receive up to *bufsize* raw bytes and up to *maxfds* descriptors (new,
-        close-on-exec; closing them is yours). ``(b"", [])`` at end of stream."""
+        close-on-exec; closing them is yours). ``(b"", [])`` at end of stream.
+        More than *maxfds* descriptors arriving is an ``IPCError`` (``EMSGSIZE``);
+        they are all closed, and the bytes that came with them are lost."""
         return _recv_fds(self, maxfds, bufsize, timeout)
 
     # ------------------------------------------------------------------ closing
@@ -630,7 +632,7 @@ def _recv_fds(end: StreamEnd, maxfds: int, bufsize: int, timeout: Optional[float
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             usable = len(payload) - len(payload) % 4
             fds.extend(array.array("i", payload[:usable]))
-    if msg_flags & socket.MSG_CTRUNC:
+    if msg_flags & socket.MSG_CTRUNC or len(fds) > maxfds:  # (CMSG_SPACE padding may fit one more)
         for fd in fds:
             os.close(fd)
         raise IPCError(errno.EMSGSIZE, f"recv_fds: more than maxfds={maxfds} descriptors arrived; the extra ones were lost (all closed)")
