@@ -3,6 +3,8 @@
 import errno
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -68,13 +70,28 @@ def test_futex_wake_releases_a_waiter():
 
 def test_sigqueue_errors_and_payload():
     assert lib.ipckit_sigqueue(2**22 + 12345, signal.SIGUSR1, 0) == -errno.ESRCH
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGRTMIN})
+    # The receiver is a separate, single-threaded process: blocking a signal in one
+    # thread of this (multi-threaded) test runner would let the kernel deliver it to
+    # another thread and kill the run.
+    child = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import signal, sys\n"
+            "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGRTMIN})\n"
+            "print('ready', flush=True)\n"
+            "info = signal.sigtimedwait({signal.SIGRTMIN}, 10)\n"
+            "print(info.si_signo, info.si_pid, info.si_code, flush=True)\n"
+        )],
+        stdout=subprocess.PIPE, text=True,
+    )
     try:
-        assert lib.ipckit_sigqueue(os.getpid(), signal.SIGRTMIN, 42) == 0
-        info = signal.sigtimedwait({signal.SIGRTMIN}, 5)
-        assert info is not None and info.si_signo == signal.SIGRTMIN and info.si_pid == os.getpid()
+        assert child.stdout.readline().strip() == "ready"
+        assert lib.ipckit_sigqueue(child.pid, signal.SIGRTMIN, 42) == 0
+        signo, pid, code = map(int, child.stdout.readline().split())
+        assert (signo, pid) == (signal.SIGRTMIN, os.getpid())
+        assert code == -1  # SI_QUEUE: sent by sigqueue, with a payload
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGRTMIN})
+        child.kill()
+        child.wait(10)
 
 
 def test_semtimedop_times_out(sysv_key):
