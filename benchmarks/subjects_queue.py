@@ -277,7 +277,6 @@ class Iceoryx2(Subject):
         def close() -> None:
             for obj in (sub, pub):
                 obj.delete()
-            del node
 
         ends = Ends(send, recv, close)
         ends.prepare = prepare  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ from ._errors import NotFoundError as NotFoundError
 from ._errors import Timeout as Timeout
 from ._mqueue import Message as Message
 from ._mqueue import MessageQueue as MessageQueue
+from ._mqueue import MessageQueueStat as MessageQueueStat
 from ._pipe import Pipe as Pipe
 from ._semaphore import Semaphore as Semaphore
 from ._shm import SharedMemory as SharedMemory
@@ -25,6 +26,7 @@ __all__ = [
     "IPCError",
     "Message",
     "MessageQueue",
+    "MessageQueueStat",
     "MessageTooLarge",
     "NotFoundError",
     "Pipe",

@@ -35,14 +35,12 @@ The contract a backend subclass implements
 from __future__ import annotations
 
 import errno
-import importlib
 from typing import Any, NamedTuple, Optional
 
 from ._errors import MessageTooLarge
-from ._naming import check_backend, check_mode, check_positive_int, check_posix_name
+from ._naming import backend_class, check_mode, check_positive_int, check_posix_name
 from ._resource import Resource
 
-BACKENDS = ("posix", "sysv", "shm")
 _BACKEND_CLASSES = {
     "posix": ("._mqueue_posix", "PosixMessageQueue"),
     "sysv": ("._mqueue_sysv", "SysvMessageQueue"),
@@ -127,9 +125,7 @@ def read_limit(path: str) -> Optional[int]:
 
 
 def _backend_class(backend: object) -> "type[MessageQueue]":
-    module_name, class_name = _BACKEND_CLASSES[check_backend(backend, BACKENDS)]
-    module = importlib.import_module(module_name, __package__)
-    return getattr(module, class_name)  # type: ignore[no-any-return]
+    return backend_class(_BACKEND_CLASSES, backend)  # type: ignore[no-any-return]
 
 
 def _reopen(name: Any, backend: str) -> "MessageQueue":
@@ -251,4 +247,4 @@ class MessageQueue(Resource):
         return f"<ipckit.MessageQueue {self.name!r} backend={self.backend!r} {state}>"
 
 
-__all__ = ["BACKENDS", "Message", "MessageQueue", "MessageQueueStat", "check_priority", "check_receive_type", "check_send_type", "too_large"]
+__all__ = ["Message", "MessageQueue", "MessageQueueStat", "check_priority", "check_receive_type", "check_send_type", "too_large"]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import secrets
-from typing import Optional
+from typing import Any, Optional
 
 NAME_MAX = 255
 KEY_MIN, KEY_MAX = 1, 0xFFFFFFFF
@@ -62,6 +63,16 @@ def check_backend(backend: object, allowed: tuple[str, ...]) -> str:
     return backend
 
 
+def backend_class(table: "dict[str, tuple[str, str]]", backend: object) -> Any:
+    """The class implementing *backend*, from ``{backend: (module, class name)}``.
+
+    Validates *backend* against the table's keys, then imports the backend's module
+    lazily, so that e.g. sysv_ipc is only imported by programs that use SysV objects.
+    """
+    module_name, class_name = table[check_backend(backend, tuple(table))]
+    return getattr(importlib.import_module(module_name, __package__), class_name)
+
+
 def check_positive_int(value: object, argument: str, *, allow_none: bool = False, minimum: int = 1) -> Optional[int]:
     if value is None and allow_none:
         return None
@@ -84,6 +95,7 @@ def random_sysv_key() -> int:
 
 __all__ = [
     "NAME_MAX",
+    "backend_class",
     "check_backend",
     "check_mode",
     "check_positive_int",

@@ -20,18 +20,16 @@ the object closed while a call is in flight; the last call to return releases it
 from __future__ import annotations
 
 import errno
-import importlib
 import os
 import threading
 from typing import Any, Optional
 
 from . import _ffi
 from ._errors import closed_error, error_from_errno
-from ._naming import check_backend, check_mode, check_posix_name, check_positive_int
+from ._naming import backend_class, check_mode, check_positive_int, check_posix_name
 from ._resource import Resource
 from ._timeouts import Deadline
 
-BACKENDS = ("posix", "sysv")
 _BACKEND_CLASSES = {
     "posix": ("._semaphore", "PosixSemaphore"),
     "sysv": ("._semaphore_sysv", "SysvSemaphore"),
@@ -39,9 +37,7 @@ _BACKEND_CLASSES = {
 
 
 def _backend_class(backend: object) -> "type[Semaphore]":
-    module_name, class_name = _BACKEND_CLASSES[check_backend(backend, BACKENDS)]
-    module = importlib.import_module(module_name, __package__)
-    return getattr(module, class_name)  # type: ignore[no-any-return]
+    return backend_class(_BACKEND_CLASSES, backend)  # type: ignore[no-any-return]
 
 
 def _check_value(value: object, argument: str, maximum: int, limit_name: str) -> int:

@@ -53,7 +53,6 @@ only an explicit ``unlink()`` removes a name. The creator is expected to unlink.
 from __future__ import annotations
 
 import errno
-import importlib
 import mmap
 import os
 import stat
@@ -62,10 +61,9 @@ from typing import Any, Optional
 from . import _ffi
 from ._data import byte_view
 from ._errors import IPCError, error_from_errno, translate_oserror
-from ._naming import check_backend, check_mode, check_posix_name, check_positive_int
+from ._naming import backend_class, check_mode, check_positive_int, check_posix_name
 from ._resource import FdHolder, Resource
 
-BACKENDS = ("posix", "sysv", "file", "memfd")
 _BACKEND_CLASSES = {
     "posix": ("._shm", "PosixSharedMemory"),
     "sysv": ("._shm_sysv", "SysvSharedMemory"),
@@ -75,9 +73,7 @@ _BACKEND_CLASSES = {
 
 
 def _backend_class(backend: object) -> "type[SharedMemory]":
-    module_name, class_name = _BACKEND_CLASSES[check_backend(backend, BACKENDS)]
-    module = importlib.import_module(module_name, __package__)
-    return getattr(module, class_name)  # type: ignore[no-any-return]
+    return backend_class(_BACKEND_CLASSES, backend)  # type: ignore[no-any-return]
 
 
 def _check_index(value: object, argument: str) -> int:
