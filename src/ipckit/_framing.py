@@ -50,16 +50,16 @@ def encode(payload: bytes) -> bytes:
     return encode_header(len(payload)) + payload
 
 
-def parse_header(buf: bytes | bytearray | memoryview) -> Optional[tuple[int, int]]:
-    """``(header_size, payload_size)`` from the start of *buf*, or None if incomplete."""
-    if len(buf) < SHORT_HEADER:
+def parse_header(buf: bytes | bytearray | memoryview, offset: int = 0) -> Optional[tuple[int, int]]:
+    """``(header_size, payload_size)`` of the header at *offset* in *buf*, or None if incomplete."""
+    if len(buf) - offset < SHORT_HEADER:
         return None
-    (n,) = _U32.unpack_from(buf, 0)
+    (n,) = _U32.unpack_from(buf, offset)
     if n != ESCAPE:
         return SHORT_HEADER, n
-    if len(buf) < LONG_HEADER:
+    if len(buf) - offset < LONG_HEADER:
         return None
-    (n,) = _U64.unpack_from(buf, SHORT_HEADER)
+    (n,) = _U64.unpack_from(buf, offset + SHORT_HEADER)
     return LONG_HEADER, n
 
 
@@ -75,21 +75,31 @@ class FrameDecoder:
             if (view := dec.body_buffer()) is not None:
                 dec.body_received(readinto(view))
             else:
-                dec.feed(read(65536)) ``at_boundary`` says whether the bytes seen so
-    far end exactly between frames (an end of stream elsewhere cut a frame short).
+                dec.feed(read(65536))
+
+    ``at_boundary`` says whether the bytes seen so far end exactly between frames
+    (an end of stream elsewhere cut a frame short).
     """
 
-    __slots__ = ("_buf", "_body", "_filled")
+    # The unparsed bytes are ``_data[_pos:]``: a read of many small frames is kept as
+    # the bytes object it arrived in, and each payload is one slice of it (one copy),
+    # with no shifting of a buffer per frame.
+    __slots__ = ("_data", "_pos", "_body", "_filled")
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._data = b""
+        self._pos = 0
         self._body: Optional[bytearray] = None
         self._filled = 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         if self._body is not None:
             raise RuntimeError("feed() while a large body is pending: use body_buffer()")
-        self._buf += data
+        if self._pos == len(self._data):
+            self._data = data if type(data) is bytes else bytes(data)
+        else:
+            self._data = self._data[self._pos:] + bytes(data)
+        self._pos = 0
 
     def next_frame(self) -> Optional[bytes]:
         body = self._body
@@ -98,17 +108,16 @@ class FrameDecoder:
                 return None
             self._body = None
             return bytes(body)
-        buf = self._buf
-        header = parse_header(buf)
+        data, pos = self._data, self._pos
+        header = parse_header(data, pos)
         if header is None:
             return None
-        start, n = header
-        end = start + n
-        if len(buf) >= end:
-            payload = bytes(buf[start:end])
-            del buf[:end]
-            return payload
-        return None
+        start = pos + header[0]
+        end = start + header[1]
+        if len(data) < end:
+            return None
+        self._pos = end
+        return data[start:end]
 
     def body_buffer(self) -> Optional[memoryview]:
         """The unfilled tail of a large payload being assembled, or None when the
@@ -116,16 +125,18 @@ class FrameDecoder:
 
         The body is allocated here, on demand, not when its header arrives."""
         if self._body is None:
-            header = parse_header(self._buf)
+            data, pos = self._data, self._pos
+            header = parse_header(data, pos)
             if header is None or header[1] < LARGE_BODY:
                 return None
-            start, n = header
-            if len(self._buf) >= start + n:
+            start = pos + header[0]
+            n = header[1]
+            if len(data) >= start + n:
                 return None
             body = bytearray(n)
-            have = len(self._buf) - start
-            body[:have] = self._buf[start:]
-            self._buf.clear()
+            have = len(data) - start
+            body[:have] = data[start:]
+            self._data, self._pos = b"", 0
             self._body, self._filled = body, have
         return memoryview(self._body)[self._filled:]
 
@@ -138,18 +149,18 @@ class FrameDecoder:
         that follow framed ones), removing them from the decoder."""
         if self._body is not None:
             raise RuntimeError("a raw read in the middle of a frame")
-        data = bytes(self._buf[:n])
-        del self._buf[:n]
+        data = self._data[self._pos:self._pos + n]
+        self._pos += len(data)
         return data
 
     @property
     def buffered(self) -> int:
         """Bytes held that do not yet form a whole frame."""
-        return len(self._buf) + self._filled
+        return len(self._data) - self._pos + self._filled
 
     @property
     def at_boundary(self) -> bool:
-        return self._body is None and not self._buf
+        return self._body is None and self._pos == len(self._data)
 
 
 __all__ = ["FrameDecoder", "encode", "encode_header", "parse_header", "LARGE_BODY", "MAX_FRAME"]

@@ -155,6 +155,7 @@ _get_ident = threading.get_ident
 _monotonic_ns = time.monotonic_ns  # CLOCK_MONOTONIC on Linux: the clock the C side uses
 _send = lib.ipckit_shmq_send
 _recv = lib.ipckit_shmq_recv
+_from_buffer = ffi.from_buffer
 
 
 def _path(name: str) -> str:
@@ -337,9 +338,13 @@ class ShmMessageQueue(MessageQueue):
         ``close()``."""
         if priority != 0 or type != 1:
             self._check_send_extras(priority, type)
-        if data.__class__ is bytes:
+        cls = data.__class__
+        if cls is bytes:
             n = len(data)
             ptr = data
+        elif cls is bytearray:
+            n = len(data)
+            ptr = _from_buffer(data)
         else:
             view = byte_view(data)
             n = view.nbytes

@@ -534,19 +534,42 @@ class _DatagramSocket(Socket):
                     return sock.recv(n, flags)
                 if not unix:
                     return sock.recv(65536, flags)
-                # A Unix datagram can be larger than any fixed buffer: learn its size
-                # first (MSG_PEEK|MSG_TRUNC returns the real length), then take it whole.
-                size = sock.recv_into(bytearray(1), 1, flags | socket.MSG_PEEK | socket.MSG_TRUNC)
-                return sock.recv(size or 1, _DONTWAIT)  # recv(0) would not dequeue an empty one
+                return self._recv_unix_datagram(sock, flags)
             except BlockingIOError:
                 if deadline.expired() or not _wait(self._fd, _POLLIN, deadline):
                     raise deadline.timeout_error(what) from None
             except OSError as exc:
                 raise self._error(exc, what) from exc
 
+    _rbuf: Optional[bytearray] = None
+
+    def _recv_unix_datagram(self, sock: socket.socket, flags: int) -> bytes:
+        # A Unix datagram is at most the sender's SO_SNDBUF - 32 bytes, and SO_SNDBUF is
+        # at most 2 * net.core.wmem_max: one reusable buffer that large takes any
+        # datagram in a single recv. MSG_TRUNC makes the kernel report the real
+        # length, so the only datagram that could still not fit (from a peer that
+        # forced a larger buffer with CAP_NET_ADMIN) is reported, not silently cut.
+        buf = self._rbuf
+        if buf is None:
+            buf = self._rbuf = bytearray(_unix_datagram_limit())
+        size = sock.recv_into(buf, len(buf), flags | socket.MSG_TRUNC)
+        if size > len(buf):
+            raise IPCError(errno.EMSGSIZE, f"recv: a {size}-byte datagram was larger than the {len(buf)}-byte receive buffer and was truncated")
+        with memoryview(buf) as view:
+            return bytes(view[:size])
+
     def flush(self, *, timeout: Optional[float] = None) -> None:
         Deadline.from_user(timeout)
         self._check_open()
+
+
+def _unix_datagram_limit() -> int:
+    try:
+        with open("/proc/sys/net/core/wmem_max") as f:
+            wmem_max = int(f.read())
+    except (OSError, ValueError):
+        wmem_max = 212992
+    return max(65536, 2 * wmem_max)
 
 
 # ---------------------------------------------------------------------- Unix helpers
