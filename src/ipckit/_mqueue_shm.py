@@ -25,12 +25,13 @@ Segment layout
                    word (u64) | length (u64) | padding to 64 | data (max size, 64-aligned)
 
 Positions ``pos`` count up from 0 (64-bit, never wrap in practice); position
-``pos`` lives in slot ``pos % capacity`` on lap ``pos // capacity``. The magic is
-written last at creation, so an opener sees either no magic (not yet ready: it
-retries for a moment) or a complete header. Opening anything whose magic,
+``pos`` lives in slot ``pos % capacity`` on lap ``pos // capacity``. The segment is
+built unnamed (``O_TMPFILE`` in /dev/shm) and linked under its name only when
+its header is complete, so an opener never sees a half-made queue, ``link()``'s
+EEXIST gives ``create()`` its O_EXCL meaning, and a creator killed part-way
+leaves nothing behind. Opening anything whose magic,
 version, size or layout hash does not match raises ``ValueError`` and maps
-nothing further. The segment is created with O_EXCL, gets its mode with
-``fchmod`` (exact, whatever the umask), and is backed with ``posix_fallocate``
+nothing further. The segment gets its mode with ``fchmod`` (exact, whatever the umask), and is backed with ``posix_fallocate``
 so a full ``/dev/shm`` is an ``IPCError(ENOSPC)`` at ``create()``, never a
 SIGBUS later. ``multiprocessing.shared_memory`` is not used: its resource
 tracker unlinks segments at exit.
@@ -129,7 +130,7 @@ import time
 from typing import Any, Iterable, Optional
 
 from ._data import byte_view
-from ._errors import IPCError, MessageTooLarge, Timeout, closed_error, error_from_errno, translate_oserror
+from ._errors import ExistsError, IPCError, MessageTooLarge, Timeout, closed_error, error_from_errno, translate_oserror
 from ._ffi import ffi, lib
 from ._mqueue import Message, MessageQueue, MessageQueueStat, check_priority, check_receive_type, check_send_type, too_large
 from ._naming import check_positive_int
@@ -146,7 +147,6 @@ _SMALL = 64 * 1024
 _BATCH = 256 * 1024
 # Prefault the mapping (MAP_POPULATE) for segments up to this size.
 _POPULATE_LIMIT = 256 * 1024 * 1024
-_OPEN_RETRY = 1.0  # seconds an opener waits for a just-created segment's header
 
 _EINTR, _EAGAIN, _ETIMEDOUT, _EBADF, _EMSGSIZE, _ESTALE = (
     -errno.EINTR, -errno.EAGAIN, -errno.ETIMEDOUT, -errno.EBADF, -errno.EMSGSIZE, -errno.ESTALE)
@@ -156,6 +156,7 @@ _monotonic_ns = time.monotonic_ns  # CLOCK_MONOTONIC on Linux: the clock the C s
 _send = lib.ipckit_shmq_send
 _recv = lib.ipckit_shmq_recv
 _from_buffer = ffi.from_buffer
+_HELD = lib.IPCKIT_SHMQ_HELD
 
 
 def _path(name: str) -> str:
@@ -274,10 +275,15 @@ class ShmMessageQueue(MessageQueue):
             )
         _check_space(size, capacity, max_size)
         path = _path(name)
-        with translate_oserror("shm_open", filename=name):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        if os.path.lexists(path):  # early and cheap; link() below decides races
+            raise ExistsError(errno.EEXIST, f"shm_open: {os.strerror(errno.EEXIST)}", name)
+        # The segment is built as an unnamed O_TMPFILE and linked under its name
+        # only once its header is complete, so no opener ever sees it half made
+        # and a creator that dies part-way leaves nothing behind.
+        fd = -1
         try:
-            with translate_oserror("create shm queue", filename=name):
+            with translate_oserror("shm_open", filename=name):
+                fd = os.open(SHM_DIR, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
                 os.fchmod(fd, mode)
                 os.ftruncate(fd, size)
                 # Back every page now: ENOSPC here, not SIGBUS on a later write.
@@ -288,45 +294,36 @@ class ShmMessageQueue(MessageQueue):
             ffi.release(base)
             if rc != 0:  # pragma: no cover - layout() and init() agree by construction
                 raise error_from_errno(-rc, "init shm queue")
-            return cls(name, fd, mm, size)
+            queue = cls(name, fd, mm, size)
         except BaseException:
-            os.close(fd)
-            try:
-                os.unlink(path)
-            except OSError:  # pragma: no cover
-                pass
+            if fd >= 0:
+                os.close(fd)
             raise
+        try:
+            rc = lib.ipckit_shmq_link_tmpfile(fd, os.fsencode(path))  # EEXIST if taken: O_EXCL
+            if rc:
+                raise error_from_errno(-rc, "shm_open", name)
+        except BaseException:
+            queue.close()
+            raise
+        return queue
 
     @classmethod
     def _open(cls, name: str) -> "ShmMessageQueue":
-        path = _path(name)
-        give_up = time.monotonic() + _OPEN_RETRY
-        while True:
-            with translate_oserror("shm_open", filename=name):
-                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-            try:
-                st = os.fstat(fd)
-                if not _stat.S_ISREG(st.st_mode):
-                    raise ValueError(f"{name!r} is not an ipckit shm queue (not a shared-memory segment)")
-                size = st.st_size
-                fresh = time.time() - st.st_ctime < 5
-                if size < lib.IPCKIT_SHMQ_HEADER_SIZE:
-                    if fresh and time.monotonic() < give_up:  # its creator may be mid-create()
-                        os.close(fd)
-                        time.sleep(0.002)
-                        continue
-                    raise ValueError(f"{name!r} is not an ipckit shm queue: the segment is only {size} bytes")
-                with translate_oserror("mmap", filename=name):
-                    mm = _map(fd, size)
-            except BaseException:
-                os.close(fd)
-                raise
-            try:
-                return cls(name, fd, mm, size)
-            except _NotReady:
-                if not (fresh and time.monotonic() < give_up):
-                    raise ValueError(f"{name!r} is not an ipckit shm queue: its header was never written") from None
-                time.sleep(0.002)
+        with translate_oserror("shm_open", filename=name):
+            fd = os.open(_path(name), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not _stat.S_ISREG(st.st_mode):
+                raise ValueError(f"{name!r} is not an ipckit shm queue (not a shared-memory segment)")
+            if st.st_size < lib.IPCKIT_SHMQ_HEADER_SIZE:
+                raise ValueError(f"{name!r} is not an ipckit shm queue: the segment is only {st.st_size} bytes")
+            with translate_oserror("mmap", filename=name):
+                mm = _map(fd, st.st_size)
+        except BaseException:
+            os.close(fd)
+            raise
+        return cls(name, fd, mm, st.st_size)
 
     # ------------------------------------------------------------ send
 
@@ -336,7 +333,7 @@ class ShmMessageQueue(MessageQueue):
         ``Timeout`` (nothing is enqueued). ``MessageTooLarge`` over
         ``max_message_size``, before anything is copied; ``ClosedError`` after
         ``close()``."""
-        if priority != 0 or type != 1:
+        if priority or type != 1:
             self._check_send_extras(priority, type)
         cls = data.__class__
         if cls is bytes:
@@ -349,14 +346,13 @@ class ShmMessageQueue(MessageQueue):
             view = byte_view(data)
             n = view.nbytes
             ptr = ffi.from_buffer(view)
-        if n > self._max:
-            self._check_open()
-            raise too_large(n, self._max, self)
         deadline = -1 if timeout is None else _deadline_ns(timeout)
-        rc = _send(self._h, ptr, n, deadline)
+        rc = _send(self._h, ptr, n, deadline)  # checks the size before anything else
         while rc == _EINTR:  # a Python signal handler runs here; same deadline
             rc = _send(self._h, ptr, n, deadline)
         if rc:
+            if rc == _EMSGSIZE:
+                raise too_large(n, self._max, self)
             raise self._error(rc, "send", timeout)
 
     def send_many(self, messages: Iterable[Any], *, timeout: Optional[float] = None) -> None:
@@ -382,6 +378,9 @@ class ShmMessageQueue(MessageQueue):
         self._check_open()
         if not items:
             return
+        if sum(lens) > _BATCH:  # big messages: joining them would cost a copy each
+            self._send_each(items, lens, deadline, timeout)
+            return
         data = b"".join(items)
         err = ffi.new("int64_t *")
         data_ptr = ffi.from_buffer(data)
@@ -398,6 +397,17 @@ class ShmMessageQueue(MessageQueue):
             exc.sent = sent  # type: ignore[attr-defined]
             raise exc
 
+    def _send_each(self, items: list, lens: array.array, deadline: int, timeout: object) -> None:
+        for sent, item in enumerate(items):
+            ptr = item if item.__class__ is bytes else _from_buffer(item)
+            rc = _send(self._h, ptr, lens[sent], deadline)
+            while rc == _EINTR:
+                rc = _send(self._h, ptr, lens[sent], deadline)
+            if rc:
+                exc = self._error(rc, "send_many", timeout)
+                exc.sent = sent  # type: ignore[attr-defined]
+                raise exc
+
     def _check_send_extras(self, priority: object, type_: object) -> None:
         check_send_type(type_)
         if check_priority(priority) != 0:
@@ -409,17 +419,20 @@ class ShmMessageQueue(MessageQueue):
         """Take the next message; ``Timeout`` if none arrives within *timeout*."""
         deadline = -1 if timeout is None else _deadline_ns(timeout)
         if _get_ident() == self._tid:
-            out, buf, cap = self._out, self._scratch_ptr, self._small
+            out = self._out
+            rc = _recv(self._h, self._scratch_ptr, self._small, 0, deadline, out)
+            if 0 <= rc < _HELD:
+                return self._scratch_mv[:rc].tobytes()
         else:  # the per-handle buffer belongs to the creating thread
-            out, buf, cap = ffi.new("int64_t[4]"), ffi.NULL, 0
-        rc = _recv(self._h, buf, cap, 0, deadline, out)
+            out = ffi.new("int64_t[4]")
+            rc = _recv(self._h, ffi.NULL, 0, 0, deadline, out)
         while rc == _EINTR:
-            rc = _recv(self._h, buf, cap, 0, deadline, out)
+            rc = _recv(self._h, ffi.NULL, 0, 0, deadline, out)
         if rc < 0:
             raise self._error(rc, "recv", timeout)
-        if out[0]:
+        if rc >= _HELD:
             return self._take_held(out)
-        return self._scratch_mv[:rc].tobytes() if cap else b""
+        return b""  # an empty message, taken without a buffer
 
     def receive(self, *, type: int = 0, timeout: Optional[float] = None) -> Message:
         """``Message(data)``; shm queues have no types, so *type* must be 0."""
@@ -464,10 +477,10 @@ class ShmMessageQueue(MessageQueue):
             rc = _recv(self._h, ffi.NULL, 0, 0, deadline, out)
         if rc < 0:
             raise self._error(rc, "recv_view", timeout)
-        if not out[0]:  # an empty message: nothing to hold
+        if rc < _HELD:  # an empty message: nothing to hold
             return _HeldMessage(self, -1, memoryview(b""))
-        offset = int(out[1])
-        held = _HeldMessage(self, int(out[0]) - 1, self._mv[offset : offset + rc].toreadonly())
+        offset, n = int(out[1]), int(out[2])
+        held = _HeldMessage(self, int(out[0]) - 1, self._mv[offset : offset + n].toreadonly())
         self._held.add(held)
         return held
 
@@ -611,13 +624,9 @@ class ShmMessageQueue(MessageQueue):
             pass  # a user's export of a recv_view is alive; the mapping goes with it
 
 
-class _NotReady(Exception):
-    """The segment's header is not written yet (its creator is mid-create)."""
-
-
 def _attach_error(rc: int, name: str, version: int) -> Exception:
     if rc == -2:
-        return _NotReady()
+        return ValueError(f"{name!r} is not an ipckit shm queue (no magic number)")
     if rc == -1:
         return ValueError(f"{name!r} is not an ipckit shm queue (bad magic number)")
     if rc == -3:

@@ -18,6 +18,7 @@
 #define IPCKIT_SHMQ_VERSION 1
 #define IPCKIT_SHMQ_HEADER_SIZE 1024
 #define IPCKIT_SHMQ_SLOT_HEADER 64
+#define IPCKIT_SHMQ_HELD (1LL << 62)
 
 #define SHMQ_FREE 0u
 #define SHMQ_WRITING 1u
@@ -493,7 +494,7 @@ int64_t ipckit_shmq_recv(ipckit_shmq *h, char *dst, uint64_t cap, int refuse_big
             out[0] = (int64_t)pos + 1;
             out[1] = src - h->base;
             out[2] = (int64_t)len;
-            rc = (int64_t)len;
+            rc = (int64_t)len | IPCKIT_SHMQ_HELD;
         }
     } else if (rc == -EMSGSIZE) {
         out[2] = (int64_t)len;
@@ -585,4 +586,14 @@ void ipckit_shmq_close(ipckit_shmq *h)
         struct timespec ts = {0, 200000};
         nanosleep(&ts, NULL);
     }
+}
+
+/* Give an O_TMPFILE file its name: linkat(2) through /proc with
+ * AT_SYMLINK_FOLLOW, which os.link() does not pass on Linux before 3.13.
+ * 0 or a negative errno (EEXIST if the name is taken). */
+int ipckit_shmq_link_tmpfile(int fd, const char *path)
+{
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    return linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0 ? 0 : -errno;
 }
