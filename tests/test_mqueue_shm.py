@@ -504,8 +504,11 @@ def _consumer(name: str, producers: int, count: int, batch: bool, results) -> No
     last = [-1] * producers
     while True:
         msgs = q.recv_many(64, timeout=30) if batch else [q.recv(timeout=30)]
-        for msg in msgs:
+        for i, msg in enumerate(msgs):
             if msg == b"STOP":
+                # A batch can hold the other consumer's STOP too: hand it back.
+                for _ in range(msgs[i + 1:].count(b"STOP")):
+                    q.send(b"STOP", timeout=30)
                 q.close()
                 results.put(bytes(seen))
                 return
