@@ -1,4 +1,5 @@
-"""The ``ipckit`` command: ``ipckit info`` (host limits and features) and ``ipckit bench``.
+"""The ``ipckit`` command: ``info`` (host limits and features), ``ls`` / ``rm`` (named IPC
+objects, leftovers of crashed programs included) and ``bench``.
 
 Heavy imports happen inside the subcommands, so ``ipckit --help`` stays instant.
 """
@@ -7,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
+
+KINDS = ("posix-shm", "posix-sem", "posix-mq", "sysv-shm", "sysv-sem", "sysv-msg")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -16,6 +19,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     info = sub.add_parser("info", help="print this host's IPC limits and which ipckit features work here")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    ls = sub.add_parser("ls", help="list named IPC objects (POSIX shm, semaphores, queues; SysV) and who uses them")
+    ls.add_argument("--orphaned", action="store_true", help="only objects no live process uses")
+    ls.add_argument("--prefix", default="", help="only POSIX names starting with this (e.g. /myapp-)")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    rm = sub.add_parser("rm", help="remove named IPC objects by POSIX name or SysV key, or every orphan under a prefix")
+    rm.add_argument("targets", nargs="*", metavar="NAME|KEY", help="a POSIX name such as /jobs, or a SysV key (1234, 0x4d2)")
+    rm.add_argument("--kind", choices=KINDS, help="only objects of this kind")
+    rm.add_argument("--orphaned", action="store_true", help="remove every orphaned object whose POSIX name starts with --prefix")
+    rm.add_argument("--prefix", default="", help="with --orphaned: the name prefix (required, e.g. /myapp-)")
+    rm.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     sub.add_parser("bench", help="benchmark every primitive on this host (ipckit bench --help)", add_help=False)
     if args[:1] == ["bench"]:
         from ipckit_bench.cli import main as bench_main
@@ -26,5 +39,92 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from ._info import main as info_main
 
         return info_main(["--json"] if ns.json else [])
+    if ns.command == "ls":
+        return _ls(ns.orphaned, ns.prefix, ns.json)
+    if ns.command == "rm":
+        return _rm(parser, ns)
     parser.print_help()
     return 0 if ns.command is None and not args else 2
+
+
+def _matching(orphaned: bool, prefix: str) -> list[Any]:
+    from ._leftovers import list_objects
+
+    found = list_objects()
+    if prefix:
+        found = [o for o in found if isinstance(o.name, str) and o.name.startswith(prefix)]
+    if orphaned:
+        found = [o for o in found if o.orphaned]
+    return found
+
+
+def _ls(orphaned: bool, prefix: str, as_json: bool) -> int:
+    found = _matching(orphaned, prefix)
+    if as_json:
+        import json
+
+        print(json.dumps([o.as_dict() for o in found], indent=2))
+        return 0
+    rows = [("KIND", "NAME", "SIZE", "OWNER", "MODE", "USED BY", "DETAIL")]
+    for o in found:
+        name = o.name if isinstance(o.name, str) else f"{o.name:#x} (id {o.ident})"
+        used = ",".join(map(str, o.users)) if o.users else "-  (orphaned)"
+        rows.append((o.kind, name, str(o.size), o.owner, f"{o.mode:04o}", used, o.detail))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    if len(rows) == 1:
+        print("(no named IPC objects" + (" matching" if orphaned or prefix else "") + ")")
+    return 0
+
+
+def _parse_target(text: str) -> "str | int":
+    if text.startswith("/"):
+        from ._naming import check_posix_name
+
+        return check_posix_name(text, "NAME")
+    try:
+        key = int(text, 0)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a POSIX name (/name) nor a SysV key (1234, 0x4d2)") from None
+    from ._naming import check_sysv_key
+
+    return check_sysv_key(key, "KEY")  # type: ignore[return-value]
+
+
+def _rm(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
+    from ._errors import IPCError
+    from ._leftovers import list_objects, remove
+
+    if ns.orphaned == bool(ns.targets):
+        parser.error("rm takes either NAME|KEY arguments or --orphaned --prefix PREFIX")
+    if ns.orphaned:
+        if not ns.prefix.startswith("/") or len(ns.prefix) < 2:
+            parser.error("rm --orphaned needs --prefix naming the program's objects, e.g. --prefix /myapp-")
+        victims = _matching(True, ns.prefix)
+    else:
+        try:
+            wanted = [_parse_target(t) for t in ns.targets]
+        except (TypeError, ValueError) as exc:
+            parser.error(str(exc))
+        objects = list_objects()
+        victims = [o for o in objects if o.name in wanted]
+        missing = [t for t, w in zip(ns.targets, wanted) if not any(o.name == w for o in victims)]
+        for t in missing:
+            print(f"ipckit rm: no IPC object named {t}", file=sys.stderr)
+    if ns.kind:
+        victims = [o for o in victims if o.kind == ns.kind]
+    status = 1 if not ns.orphaned and (missing or not victims) else 0
+    for o in victims:
+        label = f"{o.kind} {o.name if isinstance(o.name, str) else hex(o.name)}"
+        if ns.dry_run:
+            print(f"would remove {label}")
+            continue
+        try:
+            remove(o)
+        except IPCError as exc:
+            print(f"ipckit rm: {label}: {exc}", file=sys.stderr)
+            status = 1
+        else:
+            print(f"removed {label}")
+    return status

@@ -71,7 +71,8 @@ def _feature(check: Callable[[], Any]) -> Tuple[bool, str]:
     try:
         detail = check()
     except Exception as exc:  # a feature probe reports, it never fails the command
-        return False, f"{type(exc).__name__}: {exc}"
+        # Our own checks explain themselves; anything else shows what failed.
+        return False, str(exc) if type(exc) is RuntimeError else f"{type(exc).__name__}: {exc}"
     return True, "" if detail is None else str(detail)
 
 
