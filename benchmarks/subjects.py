@@ -211,7 +211,11 @@ def sweep_prefix(prefix: str) -> None:
 
 
 class Ends:
-    """An endpoint made of two callables (bound methods, so the hot loop pays one call)."""
+    """An endpoint made of two callables (bound methods, so the hot loop pays one call).
+
+    A batching endpoint also sets ``send_many(list)``, ``recv_many() -> list`` (a
+    non-empty list of messages it no longer touches) and ``batch``; the stream
+    loops then move messages ``batch`` at a time through those."""
 
     def __init__(self, send: Callable[[Any], Any], recv: Callable[[], Any], close: Optional[Callable[[], Any]] = None):
         self.send = send

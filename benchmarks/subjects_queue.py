@@ -298,24 +298,13 @@ class IpckitMqShmBatch(IpckitMqShm):
     batch = 32
 
     def open(self, spec: Any, role: str, peer_pid: int) -> Any:
-        from collections import deque
-
         tx, rx = cross(spec, role)
         if not (hasattr(tx, "send_many") and hasattr(rx, "recv_many")):
             raise NotImplementedError("this MessageQueue shm has no send_many/recv_many")
-        pending: list = []
-        ready: deque = deque()
-        send_many, recv_many, batch = tx.send_many, rx.recv_many, self.batch
-
-        def send(msg: Any) -> None:
-            pending.append(bytes(msg))  # the loop reuses its buffer
-            if len(pending) >= batch or msg[7] & 0x80:  # full batch, or the last message
-                send_many(pending)
-                pending.clear()
-
-        def recv() -> Any:
-            if not ready:
-                ready.extend(recv_many(batch))
-            return ready.popleft()
-
-        return Ends(send, recv)
+        # The stream loops hand send_many lists of `batch` messages and take whole
+        # lists from recv_many (see loops.py): no per-message adapter in between.
+        ends = Ends(tx.send, rx.recv)
+        ends.send_many = tx.send_many  # type: ignore[attr-defined]
+        ends.recv_many = functools.partial(rx.recv_many, self.batch)  # type: ignore[attr-defined]
+        ends.batch = self.batch  # type: ignore[attr-defined]
+        return ends

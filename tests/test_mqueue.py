@@ -298,8 +298,20 @@ def test_bad_posix_names(bad: object, exc: type) -> None:
 
 @pytest.mark.parametrize("bad, exc", BAD_SYSV_KEYS)
 def test_bad_sysv_keys(bad: object, exc: type) -> None:
-    with pytest.raises(exc, match="key"):
-        ipckit.MessageQueue.create(bad, backend="sysv")
+    if bad is None:
+        # API.md: SysV keys may be None "for a private object": create() makes an
+        # IPC_PRIVATE queue (as SharedMemory and Semaphore do); open() has nothing to open.
+        q = ipckit.MessageQueue.create(None, backend="sysv")
+        try:
+            assert q.name is None
+            q.send(b"private")
+            assert q.recv(timeout=0) == b"private"
+        finally:
+            q.close()
+            q.unlink()
+    else:
+        with pytest.raises(exc, match="key"):
+            ipckit.MessageQueue.create(bad, backend="sysv")
     with pytest.raises(exc, match="key"):
         ipckit.MessageQueue.open(bad, backend="sysv")
 

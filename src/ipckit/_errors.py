@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno as _errno
 import os
-from typing import Iterator
+from typing import Iterator, Optional
 
 
 class IPCError(OSError):
@@ -69,8 +69,13 @@ def error_class(err: int | None) -> type[IPCError]:
     return _ERRNO_CLASS.get(err, IPCError)
 
 
-def error_from_errno(err: int, what: str = "", filename: object = None) -> IPCError:
-    """Build (not raise) the ipckit error for errno *err*; *what* says which call failed."""
+def error_from_errno(err: Optional[int], what: str = "", filename: object = None) -> IPCError:
+    """Build (not raise) the ipckit error for errno *err*; *what* says which call failed.
+
+    ``err`` may be None (an ``OSError`` raised without one): the result is a plain
+    ``IPCError``."""
+    if err is None:
+        return IPCError(f"{what}: failed" if what else "failed")
     message = os.strerror(err)
     if what:
         message = f"{what}: {message}"

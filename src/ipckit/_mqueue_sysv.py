@@ -60,6 +60,10 @@ def _is_eintr(exc: BaseException) -> bool:
     return type(exc) is sysv_ipc.Error and "signal" in str(exc).lower()
 
 
+def _describe(key: Optional[int]) -> str:
+    return "IPC_PRIVATE" if key is None else f"with key {key:#x}"
+
+
 class SysvMessageQueue(MessageQueue):
     """A System V message queue (``backend="sysv"``), named by an integer key.
 
@@ -78,13 +82,14 @@ class SysvMessageQueue(MessageQueue):
         self._closed = False
 
     @classmethod
-    def _check_name(cls, name: Any) -> int:
-        return check_sysv_key(name)  # type: ignore[return-value]
+    def _check_name(cls, name: Any) -> Optional[int]:
+        # None is a private queue (IPC_PRIVATE) for create(); _open() refuses it.
+        return check_sysv_key(name, allow_private=True)
 
     # --- creation -----------------------------------------------------------------
 
     @classmethod
-    def _create(cls, name: int, *, max_messages: Optional[int], max_message_size: Optional[int], mode: int) -> "SysvMessageQueue":
+    def _create(cls, name: Optional[int], *, max_messages: Optional[int], max_message_size: Optional[int], mode: int) -> "SysvMessageQueue":
         if mode > 0o777:
             raise ValueError(f"mode must be in 0..0o777 for a SysV queue (it has no setuid/sticky bits), got {oct(mode)}")
         msgmax = _msgmax()
@@ -102,7 +107,8 @@ class SysvMessageQueue(MessageQueue):
                     f"the kernel's queue capacity limit msgmnb={msgmnb} ({MSGMNB_FILE}); SysV queues are sized in bytes"
                 )
         try:
-            q = sysv_ipc.MessageQueue(sysv_key_to_c(name), sysv_ipc.IPC_CREX, mode=mode, max_message_size=msgmax)
+            ckey = sysv_ipc.IPC_PRIVATE if name is None else sysv_key_to_c(name)
+            q = sysv_ipc.MessageQueue(ckey, sysv_ipc.IPC_CREX, mode=mode, max_message_size=msgmax)
         except sysv_ipc.ExistentialError as exc:
             raise ExistsError(errno.EEXIST, f"msgget: a SysV message queue with key {name:#x} exists", name) from exc
         except OSError as exc:
@@ -130,7 +136,9 @@ class SysvMessageQueue(MessageQueue):
         return cls(q, name)
 
     @classmethod
-    def _open(cls, name: int) -> "SysvMessageQueue":
+    def _open(cls, name: Optional[int]) -> "SysvMessageQueue":
+        if name is None:
+            raise TypeError("name must be an int key to open a SysV queue: a private (None) queue has no key to be opened by")
         try:
             q = sysv_ipc.MessageQueue(sysv_key_to_c(name), 0, max_message_size=_msgmax())
         except sysv_ipc.ExistentialError as exc:
@@ -147,7 +155,7 @@ class SysvMessageQueue(MessageQueue):
         """The ipckit error for a sysv_ipc failure on this queue."""
         if isinstance(exc, sysv_ipc.ExistentialError) or getattr(exc, "errno", None) in (errno.EINVAL, errno.EIDRM):
             # msgsnd says EINVAL, msgrcv EIDRM/EINVAL, for a queue removed under us.
-            return ClosedError(errno.EIDRM, f"{what}: the SysV message queue with key {self.name:#x} was removed")
+            return ClosedError(errno.EIDRM, f"{what}: the SysV message queue {_describe(self.name)} was removed")
         with translate_oserror(what):
             raise exc
         raise AssertionError("unreachable")  # pragma: no cover
@@ -286,6 +294,11 @@ class SysvMessageQueue(MessageQueue):
             mode=int(self._get("mode")) & 0o777,
         )
 
+    def __reduce__(self) -> tuple:
+        if self.name is None:
+            raise TypeError("a private (IPC_PRIVATE) SysV queue has no key to be opened by: it cannot be pickled")
+        return super().__reduce__()
+
     def unlink(self) -> None:
         """Remove the queue now (``IPC_RMID``), whether or not this handle is closed.
         Every handle's later calls raise ``ClosedError``; ``NotFoundError`` if it was
@@ -293,7 +306,7 @@ class SysvMessageQueue(MessageQueue):
         try:
             sysv_ipc.remove_message_queue(self._id)
         except sysv_ipc.ExistentialError as exc:
-            raise NotFoundError(errno.ENOENT, f"msgctl(IPC_RMID): the SysV message queue with key {self.name:#x} is already gone", self.name) from exc
+            raise NotFoundError(errno.ENOENT, f"msgctl(IPC_RMID): the SysV message queue {_describe(self.name)} is already gone", self.name) from exc
         except (OSError, sysv_ipc.Error) as exc:
             with translate_oserror("msgctl(IPC_RMID)"):
                 raise

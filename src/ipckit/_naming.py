@@ -11,8 +11,11 @@ NAME_MAX = 255
 KEY_MIN, KEY_MAX = 1, 0xFFFFFFFF
 
 
-def check_posix_name(name: object, argument: str = "name") -> str:
-    """Validate a POSIX IPC name: a str, ``"/"`` then no other ``"/"``, 2..255 bytes in UTF-8."""
+def check_posix_name(name: object, argument: str = "name", *, max_bytes: int = NAME_MAX, why: str = "") -> str:
+    """Validate a POSIX IPC name: a str, ``"/"`` then no other ``"/"``, 2..255 bytes in UTF-8.
+
+    *max_bytes* lowers the limit for objects whose file name is longer than the name
+    (a POSIX semaphore is /dev/shm/sem.NAME); *why* explains it in the message."""
     if not isinstance(name, str):
         raise TypeError(f"{argument} must be a str like '/jobs', not {type(name).__name__}")
     if not name.startswith("/"):
@@ -25,8 +28,8 @@ def check_posix_name(name: object, argument: str = "name") -> str:
         size = len(name.encode("utf-8"))
     except UnicodeEncodeError:
         raise ValueError(f"{argument} must be encodable as UTF-8, got {name!r}") from None
-    if not 2 <= size <= NAME_MAX:
-        raise ValueError(f"{argument} must be 2 to {NAME_MAX} bytes in UTF-8, got {size} bytes")
+    if not 2 <= size <= max_bytes:
+        raise ValueError(f"{argument} must be 2 to {max_bytes} bytes in UTF-8{why}, got {size} bytes")
     return name
 
 

@@ -69,9 +69,11 @@ class PipeReader(_PipeEndBase):
     _what = "Pipe reader"
 
     def send(self, data: Any, *, timeout: Optional[float] = None) -> None:
+        self._check_open()  # a closed end says so first, whichever direction
         raise IPCError(errno.EBADF, "send() on the reader end of a pipe: send on its writer")
 
     def write(self, data: Any, *, timeout: Optional[float] = None) -> int:
+        self._check_open()
         raise IPCError(errno.EBADF, "write() on the reader end of a pipe: write to its writer")
 
     def flush(self, *, timeout: Optional[float] = None) -> None:
@@ -84,9 +86,11 @@ class PipeWriter(_PipeEndBase):
     _what = "Pipe writer"
 
     def recv(self, *, timeout: Optional[float] = None) -> bytes:
+        self._check_open()
         raise IPCError(errno.EBADF, "recv() on the writer end of a pipe: receive from its reader")
 
     def read(self, n: int = 0, *, timeout: Optional[float] = None) -> bytes:
+        self._check_open()
         raise IPCError(errno.EBADF, "read() on the writer end of a pipe: read from its reader")
 
 

@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 from . import _ffi
 from ._errors import closed_error, error_from_errno
-from ._naming import backend_class, check_mode, check_positive_int, check_posix_name
+from ._naming import NAME_MAX, backend_class, check_mode, check_positive_int, check_posix_name
 from ._resource import Resource
 from ._timeouts import Deadline
 
@@ -161,6 +161,15 @@ def _check_release_n(n: object) -> int:
     return n
 
 
+# glibc keeps a semaphore as the file /dev/shm/sem.NAME, so NAME_MAX (255) leaves 251
+# bytes for the name: a longer one is a ValueError here, not ENAMETOOLONG from sem_open.
+SEM_NAME_MAX = NAME_MAX - len("sem.")
+
+
+def _check_sem_name(name: Any) -> str:
+    return check_posix_name(name, max_bytes=SEM_NAME_MAX, why=" for a POSIX semaphore (glibc stores it as /dev/shm/sem.NAME)")
+
+
 class PosixSemaphore(Semaphore):
     """``backend="posix"``: a named POSIX semaphore (the file /dev/shm/sem.NAME)."""
 
@@ -169,7 +178,7 @@ class PosixSemaphore(Semaphore):
 
     @classmethod
     def _create(cls, name: Any, value: Any, mode: int, count: Optional[int], undo: bool) -> "Semaphore":
-        name = check_posix_name(name)
+        name = _check_sem_name(name)
         _check_value(value, "value", _ffi.lib.SEM_VALUE_MAX, "SEM_VALUE_MAX")
         if count not in (None, 1):
             raise ValueError("count > 1 (a semaphore set) needs backend='sysv'")
@@ -192,7 +201,7 @@ class PosixSemaphore(Semaphore):
 
     @classmethod
     def _open(cls, name: Any, undo: bool) -> "Semaphore":
-        name = check_posix_name(name)
+        name = _check_sem_name(name)
         if undo:
             raise ValueError("undo (SEM_UNDO) needs backend='sysv': POSIX semaphores have no undo")
         out = _ffi.ffi.new("sem_t **")
