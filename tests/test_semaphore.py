@@ -451,7 +451,7 @@ def test_sysv_set_members_and_atomic_op(make_key):
         with pytest.raises(ValueError, match="SEMOPM"):
             s.op([(0, 0)] * 100_000)
         assert s.values == [0, 2, 0]
-        assert s.stat().count == 3
+        assert s.stat().nsems == 3
     finally:
         s.unlink()
         s.close()

@@ -73,7 +73,7 @@ class SysvMessageQueue(MessageQueue):
 
     backend = "sysv"
 
-    def __init__(self, q: Any, key: int) -> None:
+    def __init__(self, q: Any, key: Optional[int]) -> None:
         self._q = q
         self.name = key
         self._id: int = q.id

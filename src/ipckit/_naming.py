@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import secrets
-from typing import Any, Optional
+from typing import Any, Literal, Optional, overload
 
 NAME_MAX = 255
 KEY_MIN, KEY_MAX = 1, 0xFFFFFFFF
@@ -33,6 +33,10 @@ def check_posix_name(name: object, argument: str = "name", *, max_bytes: int = N
     return name
 
 
+@overload
+def check_sysv_key(key: object, argument: str = ..., *, allow_private: Literal[False] = ...) -> int: ...
+@overload
+def check_sysv_key(key: object, argument: str = ..., *, allow_private: bool) -> Optional[int]: ...
 def check_sysv_key(key: object, argument: str = "key", *, allow_private: bool = False) -> Optional[int]:
     """Validate a SysV key: an int in 1..0xFFFFFFFF (or None for a private object, if allowed)."""
     if key is None and allow_private:
@@ -76,6 +80,10 @@ def backend_class(table: "dict[str, tuple[str, str]]", backend: object) -> Any:
     return getattr(importlib.import_module(module_name, __package__), class_name)
 
 
+@overload
+def check_positive_int(value: object, argument: str, *, allow_none: Literal[False] = ..., minimum: int = ...) -> int: ...
+@overload
+def check_positive_int(value: object, argument: str, *, allow_none: bool, minimum: int = ...) -> Optional[int]: ...
 def check_positive_int(value: object, argument: str, *, allow_none: bool = False, minimum: int = 1) -> Optional[int]:
     if value is None and allow_none:
         return None

@@ -175,6 +175,8 @@ class PosixSemaphore(Semaphore):
 
     backend = "posix"
     _sem: Any = None
+    _lock: threading.Lock
+    _busy = 0
 
     @classmethod
     def _create(cls, name: Any, value: Any, mode: int, count: Optional[int], undo: bool) -> "Semaphore":

@@ -44,9 +44,9 @@ _INIT_GRACE = 0.5  # seconds open() waits for a just-created set's creator to fi
 
 
 class SysvSemStat(NamedTuple):
-    """What ``semctl(IPC_STAT)`` says about a set."""
+    """What ``semctl(IPC_STAT)`` says about a set (``nsems``: semaphores in it)."""
 
-    count: int
+    nsems: int
     mode: int
     uid: int
     otime: int
@@ -126,7 +126,7 @@ class SysvSemaphore(Semaphore):
         while st.otime == 0 and time.time() - st.ctime < 2 * _INIT_GRACE + 1 and not grace.expired():
             time.sleep(0.001)  # the creator is between semget and its first semop
             st = _stat(semid, what)
-        return cls._wrap(key, semid, st.count, 0, undo)
+        return cls._wrap(key, semid, st.nsems, 0, undo)
 
     @classmethod
     def _wrap(cls, key: Optional[int], semid: int, count: int, index: int, undo: bool) -> "SysvSemaphore":

@@ -386,7 +386,7 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 # ------------------------------------------------------------------ Signal
 
 
-def _raise_send_error(err: int, what: str, exc: Optional[BaseException] = None) -> None:
+def _raise_send_error(err: Optional[int], what: str, exc: Optional[BaseException] = None) -> None:
     if err == errno.EAGAIN:
         # Not a timeout: the receiver's queue of pending real-time signals is full.
         new: IPCError = IPCError(err, f"{what}: the receiver's queue of pending signals is full (RLIMIT_SIGPENDING)")

@@ -40,7 +40,7 @@ def unique_name(prefix: Optional[str] = None) -> str:
 
 
 def _keys_in_use() -> set[int]:
-    keys = set()
+    keys: set[int] = set()
     for kind in ("msg", "sem", "shm"):
         try:
             with open(f"/proc/sysvipc/{kind}") as f:
