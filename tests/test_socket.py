@@ -509,3 +509,62 @@ def test_tcp_between_network_namespaces(two_namespaces) -> None:  # type: ignore
         if server.poll() is None:
             server.kill()
             server.wait(10)
+
+
+# ------------------------------------------------------------ datagram replies
+
+
+def _datagram_client(address: str, count: int) -> None:
+    with ipckit.Socket.connect(address) as c:
+        for i in range(count):
+            c.send(b"question %d" % i, timeout=10)
+            assert c.recv(timeout=10) == b"QUESTION %d" % i
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+@pytest.mark.parametrize("kind", ["udp", "unix+dgram-path", "unix+dgram-abstract"])
+def test_datagram_server_replies_with_send_to(tmp_path, context, kind):
+    url = {
+        "udp": "udp://127.0.0.1:0",
+        "unix+dgram-path": f"unix+dgram://{tmp_path}/dgram.sock",
+        "unix+dgram-abstract": f"unix+dgram://@ipckit-test-{os.getpid()}-{context}",
+    }[kind]
+    with ipckit.Socket.listen(url) as srv:
+        clients = [multiprocessing.get_context(context).Process(target=_datagram_client, args=(srv.address, 5)) for _ in range(2)]
+        for p in clients:
+            p.start()
+        senders = set()
+        for _ in range(10):
+            data, sender = srv.recv_from(timeout=30)
+            assert sender is not None and sender.startswith(url.split("://")[0] + "://")
+            senders.add(sender)
+            srv.send_to(data.upper(), sender, timeout=10)
+        for p in clients:
+            p.join(30)
+            assert p.exitcode == 0
+        assert len(senders) == 2, "each client has its own reply address"
+
+
+def test_recv_from_times_out_and_send_to_checks_its_address(tmp_path):
+    with ipckit.Socket.listen("udp://127.0.0.1:0") as srv:
+        start = time.monotonic()
+        with pytest.raises(ipckit.Timeout):
+            srv.recv_from(timeout=0.2)
+        assert time.monotonic() - start >= 0.2
+        with pytest.raises(ipckit.Timeout):
+            srv.recv_from(timeout=0)
+        with pytest.raises(TypeError, match="address"):
+            srv.send_to(b"x", 1234)
+        with pytest.raises(ValueError, match="udp://"):
+            srv.send_to(b"x", f"unix+dgram://{tmp_path}/x.sock")
+        with pytest.raises(ValueError, match="address"):
+            srv.send_to(b"x", "udp://nowhere")
+        with pytest.raises(TypeError):
+            srv.send_to("text", srv.address)
+        with pytest.raises(ipckit.MessageTooLarge):
+            srv.send_to(b"x" * 70000, srv.address)
+        srv.close()
+        with pytest.raises(ipckit.ClosedError):
+            srv.recv_from(timeout=0)
+        with pytest.raises(ipckit.ClosedError):
+            srv.send_to(b"x", "udp://127.0.0.1:9")

@@ -151,6 +151,15 @@ def _format_inet(scheme: str, sockname: Any) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+def _format_unix(scheme: str, sockname: Any) -> Optional[str]:
+    """The URL of a Unix socket address as the kernel reports it (None if unbound)."""
+    if not sockname:
+        return None
+    if isinstance(sockname, bytes):  # abstract: a leading NUL
+        return f"{scheme}://@" + sockname[1:].decode("utf-8", "surrogateescape")
+    return f"{scheme}://{sockname}"
+
+
 def _resolve(addr: Address, passive: bool) -> Tuple[int, Any]:
     """(family, sockaddr) for *addr*; host names go through getaddrinfo."""
     if addr.family == socket.AF_UNIX:
@@ -482,6 +491,42 @@ class _DatagramSocket(Socket):
         deadline = Deadline.from_user(timeout)
         self._sendto(view, deadline, "send")
 
+    def send_to(self, data: Any, address: str, *, timeout: Optional[float] = None) -> None:
+        """Send *data* as one datagram to *address* (a URL of this socket's scheme,
+        e.g. the sender that ``recv_from()`` returned): how a server replies."""
+        view = byte_view(data) if type(data) is not bytes else data
+        addr = parse_address(address)
+        deadline = Deadline.from_user(timeout)
+        self._check_open()
+        scheme = "unix+dgram" if self.family == socket.AF_UNIX else "udp"
+        if addr.scheme != scheme:
+            raise ValueError(f"address must be a {scheme}:// URL for this socket, got {address!r}")
+        family, sockaddr = _resolve(addr, passive=False)
+        if family != self.family:
+            raise ValueError(f"address {address!r} is not of this socket's address family")
+        self._sendto(view, deadline, "send_to", sockaddr)
+
+    def recv_from(self, *, timeout: Optional[float] = None) -> Tuple[bytes, Optional[str]]:
+        """One whole datagram and the URL of its sender, for ``send_to()`` replies
+        (None when the sender has no address: an unbound Unix socket).
+        ``ipckit.Timeout`` if none arrives in time."""
+        deadline = Deadline.from_user(timeout)
+        self._check_open()
+        sock = self._sock
+        assert sock is not None
+        flags = 0 if deadline.blocking else _DONTWAIT
+        while True:
+            try:
+                if sock.family != socket.AF_UNIX:
+                    data, sender = sock.recvfrom(65536, flags)
+                    return data, _format_inet("udp", sender)
+                return self._recv_unix_datagram(sock, flags, with_sender=True)  # type: ignore[return-value]
+            except BlockingIOError:
+                if deadline.expired() or not _wait(self._fd, _POLLIN, deadline):
+                    raise deadline.timeout_error("recv_from") from None
+            except OSError as exc:
+                raise self._error(exc, "recv_from") from exc
+
     def write(self, data: Any, *, timeout: Optional[float] = None) -> int:
         """One datagram, as ``send``; returns ``len(data)``."""
         view = byte_view(data)
@@ -489,7 +534,7 @@ class _DatagramSocket(Socket):
         self._sendto(view, deadline, "write")
         return len(view)
 
-    def _sendto(self, view: Any, deadline: Deadline, what: str) -> None:
+    def _sendto(self, view: Any, deadline: Deadline, what: str, sockaddr: Any = None) -> None:
         sock = self._sock
         if sock is None or self._closed:
             self._check_open()
@@ -497,7 +542,10 @@ class _DatagramSocket(Socket):
         flags = _NOSIGNAL if deadline.blocking else _NOSIGNAL | _DONTWAIT
         while True:
             try:
-                sock.send(view, flags)
+                if sockaddr is None:
+                    sock.send(view, flags)
+                else:
+                    sock.sendto(view, flags, sockaddr)
                 return
             except BlockingIOError:
                 if deadline.expired() or not _wait(self._fd, _POLLOUT, deadline):
@@ -543,7 +591,7 @@ class _DatagramSocket(Socket):
 
     _rbuf: Optional[bytearray] = None
 
-    def _recv_unix_datagram(self, sock: socket.socket, flags: int) -> bytes:
+    def _recv_unix_datagram(self, sock: socket.socket, flags: int, with_sender: bool = False) -> Any:
         # A Unix datagram is at most the sender's SO_SNDBUF - 32 bytes, and SO_SNDBUF is
         # at most 2 * net.core.wmem_max: one reusable buffer that large takes any
         # datagram in a single recv. MSG_TRUNC makes the kernel report the real
@@ -552,11 +600,15 @@ class _DatagramSocket(Socket):
         buf = self._rbuf
         if buf is None:
             buf = self._rbuf = bytearray(_unix_datagram_limit())
-        size = sock.recv_into(buf, len(buf), flags | socket.MSG_TRUNC)
+        if with_sender:
+            size, _, _, sender = sock.recvmsg_into([buf], 0, flags | socket.MSG_TRUNC)
+        else:
+            size = sock.recv_into(buf, len(buf), flags | socket.MSG_TRUNC)
         if size > len(buf):
             raise IPCError(errno.EMSGSIZE, f"recv: a {size}-byte datagram was larger than the {len(buf)}-byte receive buffer and was truncated")
         with memoryview(buf) as view:
-            return bytes(view[:size])
+            data = bytes(view[:size])
+        return (data, _format_unix("unix+dgram", sender)) if with_sender else data
 
     def flush(self, *, timeout: Optional[float] = None) -> None:
         Deadline.from_user(timeout)
