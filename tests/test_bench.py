@@ -90,6 +90,108 @@ def test_stamp_and_check():
         loops.check(buf, 8, 64)  # torn tail
 
 
+def _chunk(seq, k, size, last=False):
+    pack = loops.packer(size)
+    msgs = [pack(s, s ^ loops.MAGIC) for s in range(seq, seq + k)]
+    if last:
+        s = seq + k - 1
+        msgs[-1] = pack(s | loops.STOP, s ^ loops.MAGIC)
+    return msgs
+
+
+@pytest.mark.parametrize("use_numpy", [True, False])
+@pytest.mark.parametrize("size", [16, 64, 100, 4096])
+def test_check_chunk_accepts_and_rejects(size, use_numpy):
+    if use_numpy:
+        pytest.importorskip("numpy")
+    base = 3 << 40
+    good = _chunk(base, 40, size)
+    loops.check_chunk(good, base, size, False, use_numpy)
+    loops.check_chunk(_chunk(base, 40, size, last=True), base, size, True, use_numpy)
+    bad_cases = {
+        "out of order": good[:5] + [good[6], good[5]] + good[7:],
+        "missing": good[:5] + good[6:],
+        "torn tail": good[:-1] + [good[-1][:-1] + bytes([good[-1][-1] ^ 1])],
+        "short and long": [good[0][:-8], good[1] + b"\0" * 8] + good[2:],
+        "truncated": good[:-1] + [good[-1][: size // 2]],
+    }
+    for what, chunk in bad_cases.items():
+        with pytest.raises(loops.IntegrityError):
+            loops.check_chunk(chunk, base, size, False, use_numpy)
+            pytest.fail(what)
+    with pytest.raises(loops.IntegrityError):  # the flag on a message that is not the last
+        loops.check_chunk(_chunk(base, 40, size, last=True), base, size, False, use_numpy)
+    with pytest.raises(loops.IntegrityError):  # the last message without its flag
+        loops.check_chunk(good, base, size, True, use_numpy)
+
+
+class _Loopback:
+    """An in-process endpoint: what is sent is received, in order (copied, as IPC would)."""
+
+    def __init__(self, batch=0, corrupt_at=None, views=False):
+        import collections
+
+        self.q = collections.deque()
+        self.corrupt_at = corrupt_at
+        self.views = views
+        self.count = 0
+        if batch:
+            self.batch = batch
+            self.send_many = lambda msgs: [self.send(m) for m in msgs]
+            self.recv_many = lambda: [self.recv() for _ in range(min(batch, len(self.q)) or 1)]
+
+    def send(self, data):
+        msg = bytearray(data)
+        if self.count == self.corrupt_at:
+            msg[-1] ^= 0xFF
+        self.count += 1
+        self.q.append(msg)
+
+    def recv(self):
+        msg = self.q.popleft()
+        return memoryview(msg) if self.views else bytes(msg)
+
+
+@pytest.mark.parametrize("size", [64, 4096, 8192])
+@pytest.mark.parametrize("batch", [0, 32])
+@pytest.mark.parametrize("views", [False, True])
+def test_stream_loops_end_to_end(size, batch, views):
+    ep = _Loopback(batch, views=views)
+    base = 7 << 40
+    _, sent = loops.stream_send(ep, size, 0.0, 300, 300, base=base)
+    assert sent == 300 and len(ep.q) == 300
+    _, received, lost = loops.stream_recv(ep, size, base=base)
+    assert (received, lost) == (300, 0) and not ep.q
+
+
+@pytest.mark.parametrize("size", [64, 8192])
+def test_stream_recv_detects_corruption(size):
+    ep = _Loopback(corrupt_at=123)
+    loops.stream_send(ep, size, 0.0, 300, 300)
+    with pytest.raises(loops.IntegrityError):
+        loops.stream_recv(ep, size)
+
+
+def test_stream_send_respects_counts_and_budget():
+    ep = _Loopback()
+    _, sent = loops.stream_send(ep, 64, 0.0, 1, 1)
+    assert sent == 1 and loops.check(ep.q.popleft(), 0, 64) is True  # the only message is the last
+    ep = _Loopback()
+    _, sent = loops.stream_send(ep, 64, 0.02, 10, 10_000_000)  # stops on time, not on max_n
+    assert 10 <= sent < 10_000_000
+    assert loops.stream_recv(ep, 64)[1] == sent
+
+
+def test_ping_echo_checks_replies():
+    ep = _Loopback()
+    ep.recv_orig = ep.recv
+    samples = loops.ping(ep, 64, 0.0, 20, 20, 5)
+    assert len(samples) == 20
+    bad = _Loopback(corrupt_at=9)
+    with pytest.raises(loops.IntegrityError):
+        loops.ping(bad, 64, 0.0, 20, 20, 5)
+
+
 def test_parse_size():
     assert [cli.parse_size(s) for s in ("64", "4K", "64KiB", "1M", "1MiB", "4096B")] == [64, 4096, 65536, 1 << 20, 1 << 20, 4096]
     for bad in ("x", "8", "-4K"):

@@ -39,6 +39,8 @@
 /* A blocked call checks the owner of the slot it waits on once it has seen the
  * same control word for SHMQ_CHECK_AFTER_NS, then every SHMQ_POLL_NS. */
 #define SHMQ_CHECK_AFTER_NS 2000000LL
+/* Most pause instructions between two looks at the ring while spinning. */
+#define SHMQ_MAX_BACKOFF 16u
 #define SHMQ_POLL_NS 5000000LL
 
 struct shmq_event {
@@ -74,6 +76,11 @@ _Static_assert(__builtin_offsetof(struct shmq_header, not_full) == 512, "shmq la
 
 typedef struct {
     int64_t spin_ns;
+    /* The handle's own receive buffer and result words, set once from Python,
+     * so the common recv() passes two arguments (ipckit_shmq_recv_scratch). */
+    char *scratch;
+    uint64_t scratch_cap;
+    int64_t out[4];
     char *base;
     struct shmq_header *hdr;
     char *slots;
@@ -370,7 +377,10 @@ static int shmq_acquire(ipckit_shmq *h, int writer, uint64_t limit, int64_t dead
 
 #define SHMQ_TRY() (writer ? shmq_try_write(h, me, pos, slot, &w) : shmq_try_read(h, me, limit, pos, slot, &w, len))
 
-    for (unsigned i = 0;; i++) {
+    /* Spin with a growing pause between looks: the word looked at is the one
+     * the other side is about to write, and every look pulls its cache line
+     * away from that side and slows it down. */
+    for (unsigned i = 0, backoff = 1;; i++) {
         rc = SHMQ_TRY();
         if (rc <= 0)
             return rc;
@@ -385,7 +395,10 @@ static int shmq_acquire(ipckit_shmq *h, int writer, uint64_t limit, int64_t dead
             if (now >= spin_until || (deadline > 0 && now >= deadline))
                 break;
         }
-        shmq_relax();
+        for (unsigned j = 0; j < backoff; j++)
+            shmq_relax();
+        if (backoff < SHMQ_MAX_BACKOFF)
+            backoff <<= 1;
     }
     for (;;) {
         uint32_t seq = SHMQ_LOAD(&ev->seq);
@@ -476,6 +489,17 @@ int64_t ipckit_shmq_send_many(ipckit_shmq *h, const char *data, const uint64_t *
     return (int64_t)i;
 }
 
+/* Start fetching the slot of the position after pos (its control word, which
+ * the next receive will CAS, and the first line of its data) while this one
+ * is copied: a consumer behind its producer then finds them in cache. */
+static inline void shmq_prefetch_next(ipckit_shmq *h, uint64_t pos)
+{
+    uint64_t lap;
+    char *next = (char *)shmq_slot(h, pos + 1, &lap);
+    __builtin_prefetch(next, 1, 3);
+    __builtin_prefetch(next + IPCKIT_SHMQ_SLOT_HEADER, 0, 3);
+}
+
 int64_t ipckit_shmq_recv(ipckit_shmq *h, char *dst, uint64_t cap, int refuse_big, int64_t deadline_ns, int64_t *out)
 {
     uint64_t pos, *slot, len = 0;
@@ -485,6 +509,7 @@ int64_t ipckit_shmq_recv(ipckit_shmq *h, char *dst, uint64_t cap, int refuse_big
     int64_t rc = shmq_acquire(h, 0, refuse_big ? cap : UINT64_MAX, deadline_ns, &pos, &slot, &len);
     if (rc == 0) {
         char *src = (char *)slot + IPCKIT_SHMQ_SLOT_HEADER;
+        shmq_prefetch_next(h, pos);
         if (len <= cap) {
             memcpy(dst, src, len);
             rc = shmq_finish(h, slot, pos, 0);
@@ -503,12 +528,18 @@ int64_t ipckit_shmq_recv(ipckit_shmq *h, char *dst, uint64_t cap, int refuse_big
     return rc;
 }
 
+int64_t ipckit_shmq_recv_scratch(ipckit_shmq *h, int64_t deadline_ns)
+{
+    return ipckit_shmq_recv(h, h->scratch, h->scratch_cap, 0, deadline_ns, h->out);
+}
+
 int64_t ipckit_shmq_recv_many(ipckit_shmq *h, char *dst, uint64_t cap, uint64_t *lens, uint64_t max_count,
                               int64_t deadline_ns, int64_t *out)
 {
     uint64_t pos, *slot, len = 0, w, used = 0, n = 0;
     uint32_t me = shmq_mypid();
     out[0] = 0;
+    out[3] = 0;
     if (max_count == 0)
         return 0;
     if (shmq_enter(h))
@@ -527,6 +558,7 @@ int64_t ipckit_shmq_recv_many(ipckit_shmq *h, char *dst, uint64_t cap, uint64_t 
         return 1;
     }
     for (;;) {
+        shmq_prefetch_next(h, pos);
         memcpy(dst + used, (char *)slot + IPCKIT_SHMQ_SLOT_HEADER, len);
         rc = shmq_finish(h, slot, pos, 0);
         if (rc == 0) {
@@ -538,6 +570,7 @@ int64_t ipckit_shmq_recv_many(ipckit_shmq *h, char *dst, uint64_t cap, uint64_t 
         if (shmq_try_read(h, me, cap - used, &pos, &slot, &w, &len) != 0)
             break;
     }
+    out[3] = (int64_t)used;
     shmq_leave(h);
     return (int64_t)n;
 }
