@@ -1271,12 +1271,7 @@ def test_len_counts_waiting_messages(kind, fresh) -> None:  # type: ignore[no-un
         q.unlink()
 
 
-SHM_PRIORITY_XFAIL = pytest.mark.xfail(
-    reason="backend='shm' rejects priority != 0 (ValueError 'shm queues are FIFO') instead of ignoring it; "
-    "_mqueue_shm.py is owned by another engineer", raises=ValueError, strict=False)
-
-
-@pytest.mark.parametrize("kind", ["mq-posix", "mq-sysv", pytest.param("mq-shm", marks=SHM_PRIORITY_XFAIL)])
+@pytest.mark.parametrize("kind", ["mq-posix", "mq-sysv", "mq-shm"])
 def test_message_fields(kind, fresh) -> None:  # type: ignore[no-untyped-def]
     name = fresh(kind)
     q = NAMED[kind][0](name)

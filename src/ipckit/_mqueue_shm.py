@@ -209,7 +209,7 @@ class _HeldMessage:
     def __init__(self, queue: "ShmMessageQueue", pos: int, view: memoryview) -> None:
         self._queue = queue
         self._pos = pos
-        self._view = view
+        self._view: Optional[memoryview] = view
 
     def __enter__(self) -> memoryview:
         if self._view is None:
@@ -455,9 +455,11 @@ class ShmMessageQueue(MessageQueue):
                 raise exc
 
     def _check_send_extras(self, priority: object, type_: object) -> None:
+        # One send() signature serves every backend, and each ignores the argument it
+        # has no use for (SysV ignores priority, POSIX ignores type): code written for
+        # one backend runs on another. Both are still checked.
         check_send_type(type_)
-        if check_priority(priority) != 0:
-            raise ValueError(f"shm queues are FIFO: priority must be 0, got {priority}")
+        check_priority(priority)
 
     # ------------------------------------------------------------ receive
 
