@@ -248,11 +248,18 @@ class _RawDgram(Subject):
     def open(self, spec: Any, role: str, peer_pid: int) -> Any:
         s_a, s_b, addr_a, addr_b = spec
         mine, theirs = (s_a, addr_b) if role == "a" else (s_b, addr_a)
-        mine.connect(theirs)
+        # The same topology as the ipckit subject: receive on the bound socket, send
+        # from a second socket connected to the peer's. (Connecting the bound sockets
+        # to each other instead would let Unix datagrams skip the kernel's
+        # net.unix.max_dgram_qlen limit, a different path from a server's.)
+        tx = socket.socket(self.af, socket.SOCK_DGRAM)
+        if self.af == socket.AF_UNIX:
+            tx.bind(b"")  # autobind, as ipckit's Unix datagram clients do
+        tx.connect(theirs)
         buf = bytearray(self.capacity + 1)
         view = memoryview(buf)
         recv_into = functools.partial(mine.recv_into, buf)
-        return Ends(mine.send, lambda: view[: recv_into()])
+        return Ends(tx.send, lambda: view[: recv_into()], tx.close)
 
 
 @register

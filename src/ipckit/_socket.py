@@ -41,8 +41,12 @@ from ._stream import StreamEnd, _wait
 from ._timeouts import Deadline
 
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes, one of them the terminating NUL
-_DONTWAIT = socket.MSG_DONTWAIT
-_NOSIGNAL = socket.MSG_NOSIGNAL
+# Plain ints, not the socket module's IntFlag/IntEnum members: enum arithmetic and
+# sock.family (which builds an IntEnum on each access) cost microseconds per message.
+_DONTWAIT = int(socket.MSG_DONTWAIT)
+_NOSIGNAL = int(socket.MSG_NOSIGNAL)
+_TRUNC = int(socket.MSG_TRUNC)
+_AF_UNIX = int(socket.AF_UNIX)
 _POLLIN = 1 | 2  # POLLIN | POLLPRI
 _POLLOUT = 4
 _SCHEMES = {
@@ -206,10 +210,12 @@ class Socket(StreamEnd):
     _what = "Socket"
     _address = ""
     _kind = socket.SOCK_STREAM
+    _unix = False
 
     def __init__(self, sock: socket.socket, address: str) -> None:
         super().__init__(sock.fileno(), sock)
         self._address = address
+        self._unix = int(sock.family) == _AF_UNIX
 
     @classmethod
     def _from_fd(cls, fd: int, state: dict) -> "Socket":
@@ -517,7 +523,7 @@ class _DatagramSocket(Socket):
         flags = 0 if deadline.blocking else _DONTWAIT
         while True:
             try:
-                if sock.family != socket.AF_UNIX:
+                if not self._unix:
                     data, sender = sock.recvfrom(65536, flags)
                     return data, _format_inet("udp", sender)
                 return self._recv_unix_datagram(sock, flags, with_sender=True)  # type: ignore[return-value]
@@ -575,7 +581,7 @@ class _DatagramSocket(Socket):
         sock = self._sock
         assert sock is not None
         flags = 0 if deadline.blocking else _DONTWAIT
-        unix = sock.family == socket.AF_UNIX
+        unix = self._unix
         while True:
             try:
                 if n is not None:
@@ -601,9 +607,9 @@ class _DatagramSocket(Socket):
         if buf is None:
             buf = self._rbuf = bytearray(_unix_datagram_limit())
         if with_sender:
-            size, _, _, sender = sock.recvmsg_into([buf], 0, flags | socket.MSG_TRUNC)
+            size, _, _, sender = sock.recvmsg_into([buf], 0, flags | _TRUNC)
         else:
-            size = sock.recv_into(buf, len(buf), flags | socket.MSG_TRUNC)
+            size = sock.recv_into(buf, len(buf), flags | _TRUNC)
         if size > len(buf):
             raise IPCError(errno.EMSGSIZE, f"recv: a {size}-byte datagram was larger than the {len(buf)}-byte receive buffer and was truncated")
         with memoryview(buf) as view:

@@ -45,7 +45,12 @@ class Deadline:
 
     @classmethod
     def from_user(cls, timeout: object, name: str = "timeout") -> "Deadline":
-        """Validate *timeout* (see ``check_timeout``) and start the clock."""
+        """Validate *timeout* (see ``check_timeout``) and start the clock.
+
+        ``None`` gives the one shared ``FOREVER`` deadline (it has no state to change),
+        so the common blocking call allocates nothing here."""
+        if timeout is None:
+            return FOREVER
         return cls(check_timeout(timeout, name))
 
     @property
@@ -83,4 +88,6 @@ class Deadline:
         return Timeout(errno.ETIMEDOUT, f"{what} timed out after {self.timeout} s")
 
 
-__all__ = ["Deadline", "check_timeout"]
+FOREVER = Deadline(None)
+
+__all__ = ["FOREVER", "Deadline", "check_timeout"]
