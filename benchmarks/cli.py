@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--placement", metavar="LIST", help="cross, same, unpinned (comma-separated); "
                    "default: cross (quick), cross,same (full)")
     p.add_argument("--unpinned", action="store_true", help="also run unpinned")
-    p.add_argument("--repeats", type=int, metavar="N", help="repeats per value (default 3 quick, 5 full)")
+    p.add_argument("--repeats", type=int, metavar="N", help="repeats per value (default 5)")
     p.add_argument("--iterations", type=int, metavar="N", help="exactly N messages per repeat, no time budget (smoke tests)")
     p.add_argument("--json", metavar="PATH", help="write the JSON results here")
     p.add_argument("--markdown", metavar="PATH", help="write the markdown report here")

@@ -48,7 +48,7 @@ class Config:
     sizes: tuple[int, ...] = DEFAULT_SIZES
     placements: tuple[str, ...] = ("cross",)
     only: Optional[str] = None
-    repeats: int = 3
+    repeats: int = 5  # medians of 5: this VM has slow and fast states, single runs vary 2x
     lat_budget: float = 0.2  # seconds of measuring per repeat, after warm-up
     lat_min_n: int = 200
     lat_max_n: int = 200_000
