@@ -56,7 +56,7 @@ import errno
 import mmap
 import os
 import stat
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from . import _ffi
 from ._data import byte_view
@@ -277,6 +277,38 @@ class _MappedSharedMemory(SharedMemory):
                 pass  # live views: unmapped when the last one is garbage collected
         self._fd.close()
 
+    @classmethod
+    def _from_created(cls, name: Any, fd: int, size: int, mode: int, what: str, remove: Callable[[], Any]) -> "SharedMemory":
+        """Finish a create(): exact *mode*, *size* bytes reserved, mapped. On any
+        failure the descriptor is closed and *remove* takes the new name away again."""
+        try:
+            with translate_oserror(what):
+                os.fchmod(fd, mode)  # exactly *mode*: the open applied the umask
+            _allocate(fd, size, what)
+        except BaseException:
+            os.close(fd)
+            remove()
+            raise
+        self = cls.__new__(cls)
+        try:
+            self._setup(name, fd, size)
+        except BaseException:
+            remove()
+            raise
+        return self
+
+    @classmethod
+    def _from_opened(cls, name: Any, fd: int, what: str) -> "SharedMemory":
+        """Finish an open(): map the whole of an existing segment."""
+        try:
+            size = cls._size_of(fd, what)
+        except BaseException:
+            os.close(fd)
+            raise
+        self = cls.__new__(cls)
+        self._setup(name, fd, size)
+        return self
+
     @staticmethod
     def _size_of(fd: int, what: str) -> int:
         with translate_oserror(what):
@@ -299,35 +331,14 @@ class PosixSharedMemory(_MappedSharedMemory):
         encoded = name.encode()
         what = f"shm_open({name!r})"
         fd = _ffi.check(_ffi.lib.ipckit_shm_open(encoded, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode), what)
-        try:
-            with translate_oserror(what):
-                os.fchmod(fd, mode)  # exactly *mode*: shm_open applied the umask
-            _allocate(fd, size, what)
-        except BaseException:
-            os.close(fd)
-            _ffi.lib.ipckit_shm_unlink(encoded)
-            raise
-        self = cls.__new__(cls)
-        try:
-            self._setup(name, fd, size)
-        except BaseException:
-            _ffi.lib.ipckit_shm_unlink(encoded)
-            raise
-        return self
+        return cls._from_created(name, fd, size, mode, what, lambda: _ffi.lib.ipckit_shm_unlink(encoded))
 
     @classmethod
     def _open(cls, name: Any) -> "SharedMemory":
         name = check_posix_name(name)
         what = f"shm_open({name!r})"
         fd = _ffi.check(_ffi.lib.ipckit_shm_open(name.encode(), os.O_RDWR, 0), what)
-        try:
-            size = cls._size_of(fd, what)
-        except BaseException:
-            os.close(fd)
-            raise
-        self = cls.__new__(cls)
-        self._setup(name, fd, size)
-        return self
+        return cls._from_opened(name, fd, what)
 
     def unlink(self) -> None:
         _ffi.check(_ffi.lib.ipckit_shm_unlink(self.name.encode()), f"shm_unlink({self.name!r})")
@@ -358,21 +369,7 @@ class FileSharedMemory(_MappedSharedMemory):
         what = f"open({path!r})"
         with translate_oserror(what, filename=path):
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
-        try:
-            with translate_oserror(what, filename=path):
-                os.fchmod(fd, mode)
-            _allocate(fd, size, what)
-        except BaseException:
-            os.close(fd)
-            os.unlink(path)
-            raise
-        self = cls.__new__(cls)
-        try:
-            self._setup(path, fd, size)
-        except BaseException:
-            os.unlink(path)
-            raise
-        return self
+        return cls._from_created(path, fd, size, mode, what, lambda: os.unlink(path))
 
     @classmethod
     def _open(cls, name: Any) -> "SharedMemory":
@@ -380,14 +377,7 @@ class FileSharedMemory(_MappedSharedMemory):
         what = f"open({path!r})"
         with translate_oserror(what, filename=path):
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            size = cls._size_of(fd, what)
-        except BaseException:
-            os.close(fd)
-            raise
-        self = cls.__new__(cls)
-        self._setup(path, fd, size)
-        return self
+        return cls._from_opened(path, fd, what)
 
     def unlink(self) -> None:
         with translate_oserror(f"unlink({self.name!r})", filename=self.name):

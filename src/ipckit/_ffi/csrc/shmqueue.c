@@ -144,18 +144,6 @@ static uint64_t shmq_check(uint64_t cap, uint64_t stride, uint64_t max_msg, uint
     return x;
 }
 
-static int shmq_futex_wait(uint32_t *addr, uint32_t expected, int64_t timeout_ns)
-{
-    struct timespec ts, *tsp = NULL;
-    if (timeout_ns >= 0) {
-        ts.tv_sec = timeout_ns / 1000000000LL;
-        ts.tv_nsec = timeout_ns % 1000000000LL;
-        tsp = &ts;
-    }
-    long rc = syscall(SYS_futex, addr, FUTEX_WAIT, expected, tsp, NULL, 0);
-    return rc == -1 ? -errno : 0;
-}
-
 /* Wake the sleepers of ev, if any: a load when nobody sleeps, so the
  * uncontended path makes no system call. Called after a seq_cst CAS that made
  * progress; the sleeper sets `sleepers` (seq_cst) before re-checking, so one of
@@ -164,7 +152,7 @@ static inline void shmq_notify(struct shmq_event *ev)
 {
     if (SHMQ_LOAD(&ev->sleepers) && __atomic_exchange_n(&ev->sleepers, 0, SHMQ_SEQ)) {
         __atomic_fetch_add(&ev->seq, 1, SHMQ_SEQ);
-        syscall(SYS_futex, &ev->seq, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+        ipckit_futex_wake(&ev->seq, INT_MAX);
     }
 }
 
@@ -173,7 +161,7 @@ static void shmq_wake_all(ipckit_shmq *h)
     struct shmq_event *evs[2] = {&h->hdr->not_empty, &h->hdr->not_full};
     for (int i = 0; i < 2; i++) {
         __atomic_fetch_add(&evs[i]->seq, 1, SHMQ_SEQ);
-        syscall(SYS_futex, &evs[i]->seq, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+        ipckit_futex_wake(&evs[i]->seq, INT_MAX);
     }
 }
 
@@ -425,7 +413,7 @@ static int shmq_acquire(ipckit_shmq *h, int writer, uint64_t limit, int64_t dead
             if (slice < 0 || slice > SHMQ_POLL_NS)
                 slice = SHMQ_POLL_NS;
         }
-        rc = shmq_futex_wait(&ev->seq, seq, slice);
+        rc = ipckit_futex_wait(&ev->seq, seq, slice);  /* futex.c: same translation unit */
         if (rc == -EINTR)
             return -EINTR;
     }
