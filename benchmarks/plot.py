@@ -58,39 +58,54 @@ def _latency(plt: Any, rows: list[dict], placement: str, directory: str) -> str:
     return path
 
 
+# How each group is drawn in the throughput panels: ipckit stands out, the C limit
+# is the dashed black reference line of each panel.
+GROUP_STYLE = {
+    "ipckit": {"linestyle": "-", "linewidth": 2.4},
+    "raw": {"linestyle": "-", "linewidth": 1.0},
+    "peer": {"linestyle": ":", "linewidth": 1.6},
+    "c": {"linestyle": "--", "linewidth": 2.0, "color": "black"},
+}
+
+
 def _throughput(plt: Any, rows: list[dict], placement: str, directory: str) -> str:
-    thr = [r for r in rows if r["metric"] == THROUGHPUT]
-    fig, ax = plt.subplots(figsize=(10, 6))
-    subjects: list[str] = []
+    """Small multiples: one panel per mechanism family (pipe, unix socket, queues...),
+    each with ipckit, its raw equivalent, the peers and the C limit, on shared axes."""
+    thr = [r for r in rows if r["metric"] == THROUGHPUT and r["status"] == "ok"]
+    families: list[str] = []
     for r in thr:
-        if r["subject"] not in subjects:
-            subjects.append(r["subject"])
-    plotted = False
-    for subject in subjects:
-        pts = sorted((r["size"], r["mb_per_s"]) for r in thr if r["subject"] == subject and r["status"] == "ok")
-        if not pts:
-            continue
-        first = next(r for r in thr if r["subject"] == subject)
-        is_c = first["group"] == "c"
-        ax.plot(
-            [p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3,
-            linestyle="--" if is_c else "-", linewidth=2.2 if is_c else 1.2,
-            color="black" if is_c else None, alpha=0.9 if is_c else 0.8, label=first["label"],
-        )
-        plotted = True
+        if r["family"] not in families:
+            families.append(r["family"])
+    cols = 3
+    nrows = max(1, -(-len(families) // cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.6 * nrows), sharex=True, sharey=True, squeeze=False)
     sizes = sorted({r["size"] for r in thr})
-    if plotted:
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-    if sizes:
-        ax.set_xticks(sizes)
-        ax.set_xticklabels([fmt_size(s) for s in sizes])
-    ax.set_xlabel("message size (log scale)")
-    ax.set_ylabel("MB/s (log scale)")
-    ax.set_title(f"One-way throughput, {PLACEMENT_TEXT.get(placement, placement)} (dashed black: C limit)")
-    if plotted:
-        ax.legend(fontsize=6, ncol=2, loc="best")
-    ax.grid(True, which="both", alpha=0.3)
+    for ax, family in zip(axes.flat, families):
+        subjects: list[str] = []
+        for r in thr:
+            if r["family"] == family and r["subject"] not in subjects:
+                subjects.append(r["subject"])
+        for subject in subjects:
+            pts = sorted((r["size"], r["mb_per_s"]) for r in thr if r["subject"] == subject)
+            first = next(r for r in thr if r["subject"] == subject)
+            ax.plot([s for s, _ in pts], [v for _, v in pts], marker="o", markersize=3,
+                    label=first["label"], **GROUP_STYLE.get(first["group"], {}))
+        ax.set_title(family, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6.5, loc="upper left")
+    for ax in list(axes.flat)[len(families):]:
+        ax.set_visible(False)
+    if thr:
+        axes[0][0].set_xscale("log", base=2)
+        axes[0][0].set_yscale("log")
+        axes[0][0].set_xticks(sizes)
+        axes[0][0].set_xticklabels([fmt_size(s) for s in sizes])
+    for ax in axes[:, 0]:
+        ax.set_ylabel("MB/s (log)")
+    for ax in axes[-1, :]:
+        ax.set_xlabel("message size (log)")
+    fig.suptitle(f"One-way throughput, {PLACEMENT_TEXT.get(placement, placement)}: "
+                 "bold = ipckit, thin = raw equivalent, dotted = peers, dashed black = C limit", fontsize=11)
     fig.tight_layout()
     path = os.path.join(directory, f"throughput-{placement}.png")
     fig.savefig(path, dpi=100)
