@@ -97,7 +97,10 @@ maximum ``pid_max`` is 2**22).
 Waiting without burning a CPU
 -----------------------------
 A blocked call spins (with ``pause``) for ``spin_time`` (default 20 us, enough
-to catch a Python peer's reply in a ping-pong), then sleeps on the event's
+to catch a Python peer's reply in a ping-pong; adaptive: a spin that ends in a
+sleep anyway halves the next one, down to none with a full probe every 16th
+wait, because when both processes share one CPU the spinner only delays the
+peer it waits for), then sleeps on the event's
 futex word (shared, not PRIVATE) with a relative timeout recomputed from an
 absolute CLOCK_MONOTONIC deadline: it sets ``sleepers``, re-checks the ring,
 and waits on the ``seq`` value it read before. Whoever makes progress does a
@@ -268,7 +271,7 @@ class ShmMessageQueue(MessageQueue):
             self._unmap()
             self._fd.close()
             raise _attach_error(rc, name, version[0])
-        h.spin_ns = int(DEFAULT_SPIN_TIME * 1e9)
+        h.spin_ns = h.spin_cur = int(DEFAULT_SPIN_TIME * 1e9)
         self._h = h
         info = ffi.new("uint64_t[8]")
         lib.ipckit_shmq_stat(h, info)
@@ -601,7 +604,11 @@ class ShmMessageQueue(MessageQueue):
 
     @property
     def spin_time(self) -> float:
-        """Seconds a blocked call spins before sleeping (default 20 us). 0 sleeps at once."""
+        """Seconds a blocked call may spin before sleeping (default 20 us). 0 sleeps at once.
+
+        The spin adapts: while spins end without the wanted message (a peer on
+        the same CPU cannot run while we spin), each halves the next one, down to
+        none with an occasional full probe; a spin that pays restores this value."""
         self._check_open()
         return self._h.spin_ns / 1e9
 
@@ -609,7 +616,7 @@ class ShmMessageQueue(MessageQueue):
     def spin_time(self, seconds: float) -> None:
         self._check_open()
         value = check_timeout(seconds, "spin_time")
-        self._h.spin_ns = int((value or 0.0) * 1e9)
+        self._h.spin_ns = self._h.spin_cur = int((value or 0.0) * 1e9)
 
     def stat(self) -> MessageQueueStat:
         self._check_open()

@@ -76,6 +76,14 @@ _Static_assert(__builtin_offsetof(struct shmq_header, not_full) == 512, "shmq la
 
 typedef struct {
     int64_t spin_ns;
+    /* Adaptive spinning: spin_cur is this handle's current spin budget. A spin
+     * that ends with the wanted slot resets it to spin_ns; one that ends in a
+     * futex sleep anyway halves it (to 0 below 1 us), and a budget of 0 probes
+     * with a full spin every 16th wait. Spinning pays only while the peer runs on
+     * another CPU; when both share one, the spinner only delays the peer it waits
+     * for (measured: 59 us round trips instead of ~8). */
+    int64_t spin_cur;
+    uint32_t spin_probe;
     /* The handle's own receive buffer and result words, set once from Python,
      * so the common recv() passes two arguments (ipckit_shmq_recv_scratch). */
     char *scratch;
@@ -354,6 +362,14 @@ static void shmq_recover(ipckit_shmq *h, uint64_t *slot, uint64_t w)
 
 /* Claim a slot (writer) or a message (reader), spinning then sleeping until the
  * deadline. Returns 0 or a negative errno. */
+/* The spin budget of the next wait (see spin_cur). */
+static inline int64_t shmq_spin_budget(ipckit_shmq *h)
+{
+    if (h->spin_cur > 0)
+        return h->spin_cur;
+    return (++h->spin_probe & 15) == 0 ? h->spin_ns : 0;
+}
+
 static int shmq_acquire(ipckit_shmq *h, int writer, uint64_t limit, int64_t deadline, uint64_t *pos,
                         uint64_t **slot, uint64_t *len)
 {
@@ -370,8 +386,11 @@ static int shmq_acquire(ipckit_shmq *h, int writer, uint64_t limit, int64_t dead
      * away from that side and slows it down. */
     for (unsigned i = 0, backoff = 1;; i++) {
         rc = SHMQ_TRY();
-        if (rc <= 0)
+        if (rc <= 0) {
+            if (i > 0)
+                h->spin_cur = h->spin_ns; /* the spin paid off */
             return rc;
+        }
         if (deadline == 0)
             return -EAGAIN;
         if ((i & 15) == 0) {
@@ -379,7 +398,7 @@ static int shmq_acquire(ipckit_shmq *h, int writer, uint64_t limit, int64_t dead
                 return -EBADF;
             int64_t now = shmq_now();
             if (i == 0)
-                spin_until = now + h->spin_ns;
+                spin_until = now + shmq_spin_budget(h);
             if (now >= spin_until || (deadline > 0 && now >= deadline))
                 break;
         }
@@ -388,6 +407,7 @@ static int shmq_acquire(ipckit_shmq *h, int writer, uint64_t limit, int64_t dead
         if (backoff < SHMQ_MAX_BACKOFF)
             backoff <<= 1;
     }
+    h->spin_cur = h->spin_cur >= 2000 ? h->spin_cur / 2 : 0; /* the spin did not pay */
     for (;;) {
         uint32_t seq = SHMQ_LOAD(&ev->seq);
         __atomic_exchange_n(&ev->sleepers, 1, SHMQ_SEQ);
