@@ -199,27 +199,14 @@ class PosixMessageQueue(MessageQueue):
         if priority.__class__ is not int or not 0 <= priority <= PRIORITY_MAX:
             check_priority(priority)
         send = self._mq.send
-        if timeout is None:
-            while True:
-                try:
-                    send(view, None, priority)
-                    return
-                except _Signal:
-                    continue
-                except Exception as exc:
-                    raise _fail(exc, "mq_send") from exc
-        deadline = Deadline.from_user(timeout)
-        while True:
+        if timeout is None:  # the hot path: one direct blocking call
             try:
-                send(view, 0, priority)
-                return
-            except (_Busy, _Signal):
-                pass
+                return send(view, None, priority)  # type: ignore[no-any-return]
+            except _Signal:
+                pass  # interrupted: _retry calls again
             except Exception as exc:
                 raise _fail(exc, "mq_send") from exc
-            if deadline.expired():
-                raise deadline.timeout_error("send")
-            self._poll(select.POLLOUT, deadline)
+        self._retry(lambda block: send(view, None if block else 0, priority), "send", timeout)
 
     def recv(self, *, timeout: Optional[float] = None) -> bytes:
         """Dequeue the oldest message of the highest priority; ``Timeout`` if none
@@ -240,25 +227,41 @@ class PosixMessageQueue(MessageQueue):
         if self._closed:
             raise closed_error(self)
         receive = self._mq.receive
+        if timeout is None:  # the hot path: one direct blocking call
+            try:
+                return receive()  # type: ignore[no-any-return]
+            except _Signal:
+                pass  # interrupted: _retry calls again
+            except Exception as exc:
+                raise _fail(exc, "mq_receive") from exc
+        return self._retry(lambda block: receive(None if block else 0), "recv", timeout)  # type: ignore[no-any-return]
+
+    def _retry(self, attempt: Any, what: str, timeout: Optional[float]) -> Any:
+        """Run ``attempt(block)`` (one mq_send/mq_receive) to completion: blocking
+        when *timeout* is None, else non-blocking tries with a poll() on the queue
+        descriptor between them until the monotonic deadline (not mq_timed*, which
+        wait on the wall clock). EINTR is retried in both cases."""
+        call = "mq_send" if what == "send" else "mq_receive"
         if timeout is None:
             while True:
                 try:
-                    return receive()  # type: ignore[no-any-return]
+                    return attempt(True)
                 except _Signal:
                     continue
                 except Exception as exc:
-                    raise _fail(exc, "mq_receive") from exc
+                    raise _fail(exc, call) from exc
         deadline = Deadline.from_user(timeout)
+        events = select.POLLOUT if what == "send" else select.POLLIN
         while True:
             try:
-                return receive(0)  # type: ignore[no-any-return]
+                return attempt(False)
             except (_Busy, _Signal):
                 pass
             except Exception as exc:
-                raise _fail(exc, "mq_receive") from exc
+                raise _fail(exc, call) from exc
             if deadline.expired():
-                raise deadline.timeout_error("recv")
-            self._poll(select.POLLIN, deadline)
+                raise deadline.timeout_error(what)
+            self._poll(events, deadline)
 
     def _poll(self, events: int, deadline: Deadline) -> None:
         # A fresh poll object per wait: one object must not be polled from two threads.

@@ -172,28 +172,13 @@ class SysvMessageQueue(MessageQueue):
         if type.__class__ is not int or not 1 <= type <= TYPE_MAX:
             check_send_type(type)
         send = self._q.send
-        if timeout is None:
-            while True:
-                try:
-                    send(view, True, type)
-                    return
-                except Exception as exc:
-                    if not _is_eintr(exc):
-                        raise self._fail(exc, "msgsnd") from exc
-        deadline = Deadline.from_user(timeout)
-        nap = _FIRST_NAP
-        while True:
+        if timeout is None:  # the hot path: one direct blocking call
             try:
-                send(view, False, type)
-                return
-            except _Busy:
-                pass
+                return send(view, True, type)  # type: ignore[no-any-return]
             except Exception as exc:
                 if not _is_eintr(exc):
                     raise self._fail(exc, "msgsnd") from exc
-            if deadline.expired():
-                raise deadline.timeout_error("send")
-            nap = _nap(nap, deadline)
+        self._retry(lambda block: send(view, block, type), "send", timeout)
 
     def recv(self, *, timeout: Optional[float] = None) -> bytes:
         """Dequeue the first message (any type); ``Timeout`` if none within *timeout*."""
@@ -212,25 +197,38 @@ class SysvMessageQueue(MessageQueue):
         if self._closed:
             raise closed_error(self)
         receive = self._q.receive
+        if timeout is None:  # the hot path: one direct blocking call
+            try:
+                return receive(True, type_)  # type: ignore[no-any-return]
+            except Exception as exc:
+                if not _is_eintr(exc):
+                    raise self._fail(exc, "msgrcv") from exc
+        return self._retry(lambda block: receive(block, type_), "recv", timeout)  # type: ignore[no-any-return]
+
+    def _retry(self, attempt: Any, what: str, timeout: Optional[float]) -> Any:
+        """Run ``attempt(block)`` (one msgsnd/msgrcv) to completion: blocking when
+        *timeout* is None, else non-blocking tries with growing naps (the kernel has
+        no timed msgrcv) until the deadline. EINTR is retried in both cases."""
+        call = "msgsnd" if what == "send" else "msgrcv"
         if timeout is None:
             while True:
                 try:
-                    return receive(True, type_)  # type: ignore[no-any-return]
+                    return attempt(True)
                 except Exception as exc:
                     if not _is_eintr(exc):
-                        raise self._fail(exc, "msgrcv") from exc
+                        raise self._fail(exc, call) from exc
         deadline = Deadline.from_user(timeout)
         nap = _FIRST_NAP
         while True:
             try:
-                return receive(False, type_)  # type: ignore[no-any-return]
+                return attempt(False)
             except _Busy:
                 pass
             except Exception as exc:
                 if not _is_eintr(exc):
-                    raise self._fail(exc, "msgrcv") from exc
+                    raise self._fail(exc, call) from exc
             if deadline.expired():
-                raise deadline.timeout_error("recv")
+                raise deadline.timeout_error(what)
             nap = _nap(nap, deadline)
 
     # --- the rest ---------------------------------------------------------------
