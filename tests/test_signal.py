@@ -833,3 +833,26 @@ def test_alarm_in_a_child():
 def test_alarm_bad_input(seconds, exc):
     with pytest.raises(exc, match="seconds"):
         Signal.alarm(seconds)
+
+
+def test_two_threads_wait_on_one_catcher() -> None:
+    """Each waiting thread gets one signal (a shared poll object would refuse the
+    second concurrent wait with RuntimeError)."""
+    sig = signal.SIGRTMIN + 5
+    got: list = []
+    with ipckit.Signal.catch(sig) as s:
+        def waiter() -> None:
+            try:
+                got.append(s.wait(timeout=10).value)
+            except BaseException as exc:  # reported below
+                got.append(exc)
+
+        threads = [threading.Thread(target=waiter) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)  # both threads are inside wait() now
+        ipckit.Signal.send(os.getpid(), sig, value=1)
+        ipckit.Signal.send(os.getpid(), sig, value=2)
+        for t in threads:
+            t.join(10)
+    assert sorted(got) == [1, 2], got

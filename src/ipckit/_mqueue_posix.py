@@ -30,7 +30,7 @@ import posix_ipc
 from ._data import byte_view
 from ._errors import ClosedError, ExistsError, IPCError, NotFoundError, closed_error, translate_oserror
 from ._mqueue import PRIORITY_MAX, Message, MessageQueue, MessageQueueStat, check_priority, read_limit, too_large
-from ._timeouts import Deadline
+from ._timeouts import Deadline, wait_fd
 
 _PROC = "/proc/sys/fs/mqueue/"
 MSG_MAX_FILE = _PROC + "msg_max"
@@ -261,13 +261,7 @@ class PosixMessageQueue(MessageQueue):
                 raise _fail(exc, call) from exc
             if deadline.expired():
                 raise deadline.timeout_error(what)
-            self._poll(events, deadline)
-
-    def _poll(self, events: int, deadline: Deadline) -> None:
-        # A fresh poll object per wait: one object must not be polled from two threads.
-        poller = select.poll()
-        poller.register(self._mqd, events)
-        poller.poll(deadline.remaining_ms())  # monotonic; PEP 475 retries EINTR
+            wait_fd(self._mqd, events, deadline)
 
     # --- the rest ---------------------------------------------------------------
 

@@ -88,7 +88,7 @@ from . import _ffi
 from ._errors import IPCError, closed_error, error_from_errno, translate_oserror
 from ._ffi import lib
 from ._resource import Resource
-from ._timeouts import Deadline
+from ._timeouts import Deadline, wait_fd
 
 SignalLike = Union[int, str, signal.Signals]
 
@@ -264,8 +264,6 @@ class SignalCatcher(Resource):
         self._thread = threading.get_ident()
         before = signal.pthread_sigmask(signal.SIG_UNBLOCK, numbers)
         self._unblocked = tuple(n for n in numbers if n in {int(s) for s in before})
-        self._poller = select.poll()
-        self._poller.register(self._rfd, select.POLLIN)
 
     def __repr__(self) -> str:
         names = ", ".join(signal_name(n) for n in self._numbers)
@@ -294,7 +292,7 @@ class SignalCatcher(Resource):
                 return info
             if deadline.timeout == 0 or deadline.expired():
                 raise deadline.timeout_error("Signal wait")
-            self._poller.poll(deadline.remaining_ms())
+            wait_fd(self._rfd, select.POLLIN, deadline)
             if self._closed:
                 raise closed_error(self)
 

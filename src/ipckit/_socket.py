@@ -37,8 +37,8 @@ from typing import Any, NamedTuple, Optional, Tuple
 from ._data import byte_view
 from ._errors import ClosedError, ExistsError, IPCError, MessageTooLarge, error_from_errno
 from ._naming import check_positive_int
-from ._stream import StreamEnd, _wait
-from ._timeouts import Deadline
+from ._stream import StreamEnd
+from ._timeouts import Deadline, wait_fd
 
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes, one of them the terminating NUL
 # Plain ints, not the socket module's IntFlag/IntEnum members: enum arithmetic and
@@ -396,7 +396,7 @@ def _connect_stream(sock: socket.socket, sockaddr: Any, deadline: Deadline, addr
         if err in (0, errno.EISCONN):
             break
         if err == errno.EINPROGRESS:
-            if not _wait(sock.fileno(), _POLLOUT, deadline):
+            if not wait_fd(sock.fileno(), _POLLOUT, deadline):
                 raise deadline.timeout_error(f"connect to {addr.url}")
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
@@ -432,11 +432,11 @@ class _ListeningSocket(Socket):
                     conn, _ = sock.accept()
                     break
                 except BlockingIOError:
-                    _wait(self._fd, _POLLIN, deadline)
+                    wait_fd(self._fd, _POLLIN, deadline)
                     continue
                 except OSError as exc:
                     raise self._error(exc, "accept") from exc
-            if not _wait(self._fd, _POLLIN, deadline):
+            if not wait_fd(self._fd, _POLLIN, deadline):
                 raise deadline.timeout_error("accept")
             sock.setblocking(False)
             try:
@@ -528,7 +528,7 @@ class _DatagramSocket(Socket):
                     return data, _format_inet("udp", sender)
                 return self._recv_unix_datagram(sock, flags, with_sender=True)  # type: ignore[return-value]
             except BlockingIOError:
-                if deadline.expired() or not _wait(self._fd, _POLLIN, deadline):
+                if deadline.expired() or not wait_fd(self._fd, _POLLIN, deadline):
                     raise deadline.timeout_error("recv_from") from None
             except OSError as exc:
                 raise self._error(exc, "recv_from") from exc
@@ -554,7 +554,7 @@ class _DatagramSocket(Socket):
                     sock.sendto(view, flags, sockaddr)
                 return
             except BlockingIOError:
-                if deadline.expired() or not _wait(self._fd, _POLLOUT, deadline):
+                if deadline.expired() or not wait_fd(self._fd, _POLLOUT, deadline):
                     raise deadline.timeout_error(what) from None
             except OSError as exc:
                 if exc.errno == errno.EMSGSIZE:
@@ -590,7 +590,7 @@ class _DatagramSocket(Socket):
                     return sock.recv(65536, flags)
                 return self._recv_unix_datagram(sock, flags)
             except BlockingIOError:
-                if deadline.expired() or not _wait(self._fd, _POLLIN, deadline):
+                if deadline.expired() or not wait_fd(self._fd, _POLLIN, deadline):
                     raise deadline.timeout_error(what) from None
             except OSError as exc:
                 raise self._error(exc, what) from exc
@@ -683,7 +683,7 @@ def _send_fds(end: StreamEnd, data: Any, fds: Any, timeout: Optional[float]) -> 
             sent = sock.sendmsg([view], ancillary, flags)
             break
         except BlockingIOError:
-            if deadline.expired() or not _wait(end._fd, _POLLOUT, deadline):
+            if deadline.expired() or not wait_fd(end._fd, _POLLOUT, deadline):
                 raise deadline.timeout_error("send_fds") from None
         except OSError as exc:
             raise end._error(exc, "send_fds") from exc
@@ -704,7 +704,7 @@ def _recv_fds(end: StreamEnd, maxfds: int, bufsize: int, timeout: Optional[float
             data, ancillary, msg_flags, _ = sock.recvmsg(bufsize, cmsg_size, flags)
             break
         except BlockingIOError:
-            if deadline.expired() or not _wait(end._fd, _POLLIN, deadline):
+            if deadline.expired() or not wait_fd(end._fd, _POLLIN, deadline):
                 raise deadline.timeout_error("recv_fds") from None
         except OSError as exc:
             raise end._error(exc, "recv_fds") from exc

@@ -63,7 +63,7 @@ from ._errors import ClosedError, IPCError, closed_error, error_from_errno
 from ._framing import FrameDecoder, encode_header, parse_header
 from ._naming import check_positive_int
 from ._resource import FdHolder, Resource
-from ._timeouts import Deadline
+from ._timeouts import Deadline, wait_fd
 
 CHUNK = 64 * 1024  # one read pulls up to this much: several small frames at once
 
@@ -141,21 +141,6 @@ def _advance(buffers: list, n: int) -> list:
         rest.append(memoryview(buf)[n:] if n else buf)
         n = 0
     return rest
-
-
-def _wait(fd: int, events: int, deadline: Deadline) -> bool:
-    """Wait until *fd* is ready for *events*; False once *deadline* has passed.
-
-    Polls at least once, so an expired deadline (``timeout=0``) still asks "ready
-    now?". Readiness is only a hint (another process may take the data first):
-    callers retry their non-blocking attempt and come back here."""
-    poller = select.poll()
-    poller.register(fd, events)
-    while True:
-        if poller.poll(deadline.remaining_ms()):
-            return True
-        if deadline.expired():  # poll() rounds up, so this is normally true at once
-            return False
 
 
 class StreamEnd(Resource):
@@ -306,7 +291,7 @@ class StreamEnd(Resource):
         fd = self._fd
         is_pipe = self._sock is None
         while True:
-            if is_pipe and not _wait(fd, _POLLOUT, deadline):
+            if is_pipe and not wait_fd(fd, _POLLOUT, deadline):
                 return written
             try:
                 n = self._write_nowait(buffers)
@@ -316,7 +301,7 @@ class StreamEnd(Resource):
             if written == total:
                 return written
             buffers = _advance(buffers, n)
-            if deadline.expired() or (not is_pipe and not _wait(fd, _POLLOUT, deadline)):
+            if deadline.expired() or (not is_pipe and not wait_fd(fd, _POLLOUT, deadline)):
                 return written
 
     def _flush(self, deadline: Deadline, what: str) -> None:
@@ -442,7 +427,7 @@ class StreamEnd(Resource):
                 raise self._error(exc, "recv") from exc
             if n == 0:
                 raise self._eof("recv")
-            if n < 0 and (deadline.expired() or not _wait(self._fd, _POLLIN, deadline)):
+            if n < 0 and (deadline.expired() or not wait_fd(self._fd, _POLLIN, deadline)):
                 raise deadline.timeout_error("recv")
 
     def read(self, n: int = CHUNK, *, timeout: Optional[float] = None) -> bytes:
@@ -473,7 +458,7 @@ class StreamEnd(Resource):
                 pass
             except OSError as exc:
                 raise self._error(exc, "read") from exc
-            if deadline.expired() or not _wait(fd, _POLLIN, deadline):
+            if deadline.expired() or not wait_fd(fd, _POLLIN, deadline):
                 raise deadline.timeout_error("read")
 
     # ------------------------------------------------------------------ pickling

@@ -10,6 +10,7 @@ so the total wait is bounded by the caller's timeout, not by each step's.
 from __future__ import annotations
 
 import math
+import select
 import time
 from typing import Optional
 
@@ -90,4 +91,22 @@ class Deadline:
 
 FOREVER = Deadline(None)
 
-__all__ = ["FOREVER", "Deadline", "check_timeout"]
+
+def wait_fd(fd: int, events: int, deadline: Deadline) -> bool:
+    """Wait until *fd* is ready for *events* (``select.POLLIN``/``POLLOUT``); False
+    once *deadline* has passed.
+
+    Polls at least once, so an expired deadline (``timeout=0``) still asks "ready
+    now?". Readiness is only a hint (another process may take the data first):
+    callers retry their non-blocking attempt and come back here. A fresh poll
+    object per wait, because one object must not be polled from two threads.
+    EINTR is retried by poll() itself (PEP 475), with the time left."""
+    poller = select.poll()
+    poller.register(fd, events)
+    while True:
+        if poller.poll(deadline.remaining_ms()):
+            return True
+        if deadline.expired():  # poll() rounds up, so this is normally true at once
+            return False
+
+__all__ = ["FOREVER", "Deadline", "check_timeout", "wait_fd"]
