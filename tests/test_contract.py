@@ -14,14 +14,12 @@ import math
 import multiprocessing
 import os
 import re
-import select
 import selectors
 import signal
 import socket
 import stat
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 import types
@@ -29,6 +27,7 @@ import types
 import pytest
 
 import ipckit
+from ipckit.testing import expect_timeout
 
 np = pytest.importorskip("numpy")
 posix_ipc = pytest.importorskip("posix_ipc")
@@ -40,17 +39,6 @@ WAIT = 0.1  # the ">0" timeout used to check "never returns early"
 
 
 # ================================================================ helpers
-
-
-def expect_timeout(call, wait: float, exc=ipckit.Timeout):  # type: ignore[no-untyped-def]
-    """*call* must raise *exc* no earlier than *wait* seconds (monotonic)."""
-    start = time.monotonic()
-    with pytest.raises(exc) as info:
-        call()
-    elapsed = time.monotonic() - start
-    assert elapsed >= wait, f"returned early: after {elapsed:.4f} s, timeout was {wait} s"
-    assert elapsed < wait + 5
-    return info.value
 
 
 def expect_immediate(call, exc=ipckit.Timeout):  # type: ignore[no-untyped-def]

@@ -16,6 +16,7 @@ import time
 import pytest
 
 import ipckit
+from ipckit.testing import expect_timeout
 from ipckit import testing
 from ipckit._mqueue import MessageQueueStat
 from ipckit._mqueue_posix import _mqueue_mount
@@ -45,14 +46,6 @@ def queue(backend: str, new_name):  # type: ignore[no-untyped-def]
     q = ipckit.MessageQueue.create(new_name(), backend=backend)
     yield q
     q.close()
-
-
-def expect_timeout(call, wait: float) -> None:  # type: ignore[no-untyped-def]
-    start = time.monotonic()
-    with pytest.raises(ipckit.Timeout):
-        call()
-    elapsed = time.monotonic() - start
-    assert elapsed >= wait, f"returned after {elapsed:.3f} s, before its {wait} s timeout"
 
 
 # ------------------------------------------------------------------ conformance

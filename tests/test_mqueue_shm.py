@@ -21,6 +21,7 @@ import zlib
 import pytest
 
 import ipckit
+from ipckit.testing import expect_timeout
 from ipckit import testing
 from ipckit._ffi import lib
 
@@ -34,15 +35,6 @@ def create(name: str, **kwargs: object) -> ipckit.MessageQueue:
     kwargs.setdefault("max_messages", 16)
     kwargs.setdefault("max_message_size", 256)
     return ipckit.MessageQueue.create(name, backend="shm", **kwargs)
-
-
-def expect_timeout(call, wait: float) -> None:  # type: ignore[no-untyped-def]
-    start = time.monotonic()
-    with pytest.raises(ipckit.Timeout):
-        call()
-    elapsed = time.monotonic() - start
-    assert elapsed >= wait, f"returned after {elapsed:.3f} s, before its {wait} s timeout"
-    assert elapsed < wait + 3
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import time
 import pytest
 
 import ipckit
+from ipckit.testing import expect_timeout
 from ipckit import _stream
 
 CONTEXTS = ["fork", "spawn"]
@@ -26,16 +27,6 @@ BIG = 8 * 1024 * 1024
 def _payload(size: int, seed: int = 7) -> bytes:
     block = bytes((i * 31 + seed) & 0xFF for i in range(253))
     return (block * (size // 253 + 1))[:size]
-
-
-def _timed_raise(call, exc_type, at_least: float):  # type: ignore[no-untyped-def]
-    start = time.monotonic()
-    with pytest.raises(exc_type) as info:
-        call()
-    elapsed = time.monotonic() - start
-    assert elapsed >= at_least, f"returned after {elapsed:.4f} s, before its {at_least} s timeout"
-    assert elapsed < at_least + 5
-    return info.value
 
 
 # ---------------------------------------------------------------- basics
@@ -137,9 +128,9 @@ def test_raw_read_after_framed_read_ahead() -> None:
 
 def test_read_timeouts() -> None:
     with ipckit.Pipe() as p:
-        _timed_raise(lambda: p.reader.read(5, timeout=0), ipckit.Timeout, 0)
-        _timed_raise(lambda: p.reader.read(5, timeout=0.15), ipckit.Timeout, 0.15)
-        _timed_raise(lambda: p.recv(timeout=0.15), ipckit.Timeout, 0.15)
+        expect_timeout(lambda: p.reader.read(5, timeout=0), 0, ipckit.Timeout)
+        expect_timeout(lambda: p.reader.read(5, timeout=0.15), 0.15, ipckit.Timeout)
+        expect_timeout(lambda: p.recv(timeout=0.15), 0.15, ipckit.Timeout)
 
 
 def test_frame_arriving_in_pieces_with_timeouts() -> None:
@@ -220,7 +211,7 @@ def test_timed_out_small_send_sends_nothing() -> None:
                 assert exc.partial is False
                 break
             sent += 1
-        _timed_raise(lambda: p.send(b"late", timeout=0.1), ipckit.Timeout, 0.1)
+        expect_timeout(lambda: p.send(b"late", timeout=0.1), 0.1, ipckit.Timeout)
         for i in range(sent):
             assert p.recv(timeout=5) == b"m%05d" % i
         with pytest.raises(ipckit.Timeout):
@@ -230,11 +221,11 @@ def test_timed_out_small_send_sends_nothing() -> None:
 def test_timed_out_large_send_is_finished_before_the_next_message() -> None:
     with ipckit.Pipe() as p:
         big = _payload(300_000)
-        exc = _timed_raise(lambda: p.send(big, timeout=0.1), ipckit.Timeout, 0.1)
+        exc = expect_timeout(lambda: p.send(big, timeout=0.1), 0.1, ipckit.Timeout)
         assert exc.partial is True
         # The pipe is still full: the remainder cannot go out, so this times out too
         # and "nope" is not sent.
-        exc = _timed_raise(lambda: p.send(b"nope", timeout=0.05), ipckit.Timeout, 0.05)
+        exc = expect_timeout(lambda: p.send(b"nope", timeout=0.05), 0.05, ipckit.Timeout)
         assert exc.partial is False
         got: list = []
         t = threading.Thread(target=lambda: got.extend([p.recv(timeout=20), p.recv(timeout=20)]))
@@ -260,7 +251,7 @@ def test_flush_and_close_with_pending_remainder() -> None:
 
 def test_raw_write_timeout_reports_bytes_written() -> None:
     with ipckit.Pipe() as p:
-        exc = _timed_raise(lambda: p.writer.write(b"x" * 200_000, timeout=0.1), ipckit.Timeout, 0.1)
+        exc = expect_timeout(lambda: p.writer.write(b"x" * 200_000, timeout=0.1), 0.1, ipckit.Timeout)
         assert exc.written == 65536
 
 
@@ -476,10 +467,10 @@ def test_fifo_created_0600_whatever_the_umask(tmp_path) -> None:  # type: ignore
 
 def test_fifo_open_timeouts(tmp_path) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "lonely"
-    _timed_raise(lambda: ipckit.Pipe.fifo(path, "w", timeout=0.15), ipckit.Timeout, 0.15)
-    _timed_raise(lambda: ipckit.Pipe.fifo(path, "r", timeout=0.15), ipckit.Timeout, 0.15)
-    _timed_raise(lambda: ipckit.Pipe.fifo(path, "w", timeout=0), ipckit.Timeout, 0)
-    _timed_raise(lambda: ipckit.Pipe.fifo(str(path), "r", timeout=0), ipckit.Timeout, 0)
+    expect_timeout(lambda: ipckit.Pipe.fifo(path, "w", timeout=0.15), 0.15, ipckit.Timeout)
+    expect_timeout(lambda: ipckit.Pipe.fifo(path, "r", timeout=0.15), 0.15, ipckit.Timeout)
+    expect_timeout(lambda: ipckit.Pipe.fifo(path, "w", timeout=0), 0, ipckit.Timeout)
+    expect_timeout(lambda: ipckit.Pipe.fifo(str(path), "r", timeout=0), 0, ipckit.Timeout)
 
 
 def test_fifo_timed_reader_keeps_early_data(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -18,19 +18,10 @@ import time
 import pytest
 
 import ipckit
+from ipckit.testing import expect_timeout
 from ipckit._socket import UNIX_PATH_MAX, parse_address
 
 CONTEXTS = ["fork", "spawn"]
-
-
-def _timed_raise(call, exc_type, at_least: float):  # type: ignore[no-untyped-def]
-    start = time.monotonic()
-    with pytest.raises(exc_type) as info:
-        call()
-    elapsed = time.monotonic() - start
-    assert elapsed >= at_least, f"returned after {elapsed:.4f} s, before its {at_least} s timeout"
-    assert elapsed < at_least + 5
-    return info.value
 
 
 def _abstract() -> str:
@@ -178,8 +169,8 @@ def test_abstract_unix() -> None:
 
 def test_accept_and_connect_timeouts(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with ipckit.Socket.listen("tcp://127.0.0.1:0") as srv:
-        _timed_raise(lambda: srv.accept(timeout=0), ipckit.Timeout, 0)
-        _timed_raise(lambda: srv.accept(timeout=0.15), ipckit.Timeout, 0.15)
+        expect_timeout(lambda: srv.accept(timeout=0), 0, ipckit.Timeout)
+        expect_timeout(lambda: srv.accept(timeout=0.15), 0.15, ipckit.Timeout)
         with ipckit.Socket.connect(srv.address, timeout=0.5) as c, srv.accept(timeout=0) as s:
             c.send(b"x")
             assert s.recv(timeout=1) == b"x"
@@ -192,7 +183,7 @@ def test_accept_and_connect_timeouts(tmp_path) -> None:  # type: ignore[no-untyp
                 for _ in range(50):
                     held.append(ipckit.Socket.connect(url, timeout=0.1))
             assert held  # the backlog took at least one
-            _timed_raise(lambda: ipckit.Socket.connect(url, timeout=0.15), ipckit.Timeout, 0.15)
+            expect_timeout(lambda: ipckit.Socket.connect(url, timeout=0.15), 0.15, ipckit.Timeout)
         finally:
             for c in held:
                 c.close()
@@ -220,7 +211,7 @@ def test_raw_write_read_and_peer_close() -> None:
         while len(got) < 9:
             got += s.read(100, timeout=5)
         assert got == b"raw bytes"
-        _timed_raise(lambda: s.read(10, timeout=0.1), ipckit.Timeout, 0.1)
+        expect_timeout(lambda: s.read(10, timeout=0.1), 0.1, ipckit.Timeout)
         c.close()
         assert s.read(10, timeout=5) == b""
         with pytest.raises(ipckit.ClosedError):
@@ -275,10 +266,10 @@ def test_udp_datagrams() -> None:
         assert rx.recv(timeout=5) == b"x" * 65507
         with pytest.raises(ipckit.MessageTooLarge):
             tx.send(b"x" * 65508)
-        _timed_raise(lambda: rx.recv(timeout=0.1), ipckit.Timeout, 0.1)  # nothing was sent
+        expect_timeout(lambda: rx.recv(timeout=0.1), 0.1, ipckit.Timeout)  # nothing was sent
         tx.send(b"abcdef")
         assert rx.read(3, timeout=5) == b"abc"  # the rest of that datagram is gone
-        _timed_raise(lambda: rx.recv(timeout=0), ipckit.Timeout, 0)
+        expect_timeout(lambda: rx.recv(timeout=0), 0, ipckit.Timeout)
 
 
 def test_unix_datagrams(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -290,12 +281,12 @@ def test_unix_datagrams(tmp_path) -> None:  # type: ignore[no-untyped-def]
         assert rx.recv(timeout=5) == big
         with pytest.raises(ipckit.MessageTooLarge):
             tx.send(b"y" * (limit + 1))
-        _timed_raise(lambda: rx.recv(timeout=0.1), ipckit.Timeout, 0.1)
+        expect_timeout(lambda: rx.recv(timeout=0.1), 0.1, ipckit.Timeout)
         # The receiver's queue fills: a timed send waits, then times out.
         with pytest.raises(ipckit.Timeout):
             for _ in range(10000):
                 tx.send(b"z" * 100, timeout=0)
-        _timed_raise(lambda: tx.send(b"late", timeout=0.1), ipckit.Timeout, 0.1)
+        expect_timeout(lambda: tx.send(b"late", timeout=0.1), 0.1, ipckit.Timeout)
     assert not os.path.exists(f"{tmp_path}/d.sock")
 
 
@@ -402,7 +393,7 @@ def test_fd_passing_bad_input_and_timeouts() -> None:
             a.send_fds(b"x", 3)
         with pytest.raises(ValueError, match="maxfds"):
             b.recv_fds(0)
-        _timed_raise(lambda: b.recv_fds(1, timeout=0.1), ipckit.Timeout, 0.1)
+        expect_timeout(lambda: b.recv_fds(1, timeout=0.1), 0.1, ipckit.Timeout)
         a.send_fds(b"two", [0, 1])
         with pytest.raises(ipckit.IPCError, match="maxfds"):
             b.recv_fds(1, timeout=5)

@@ -92,17 +92,22 @@ def _recv_in_thread(receiver: Any, count: int, timeout: float) -> tuple[threadin
     return thread, box
 
 
-def _expect_timeout(call: Callable[[], Any], wait: float, what: str) -> None:
+def expect_timeout(call: Callable[[], Any], wait: float, exc: type[BaseException] = Timeout, what: str = "") -> BaseException:
+    """Assert that ``call()`` raises *exc* (``ipckit.Timeout`` by default) no earlier
+    than *wait* seconds on the monotonic clock, and not absurdly late; return the
+    exception. The check for "a timeout never returns early"."""
+    label = f"{what}: " if what else ""
     start = time.monotonic()
     try:
         call()
-    except Timeout as exc:
+    except exc as caught:
         elapsed = time.monotonic() - start
-        assert isinstance(exc, TimeoutError), f"{what}: Timeout must be a TimeoutError"
-        assert elapsed >= wait, f"{what}: returned after {elapsed:.3f} s, before its {wait} s timeout"
-        assert elapsed < wait + 5, f"{what}: took {elapsed:.3f} s for a {wait} s timeout"
-    else:
-        raise AssertionError(f"{what}: expected ipckit.Timeout")
+        assert elapsed >= wait, f"{label}returned after {elapsed:.4f} s, before its {wait} s timeout"
+        assert elapsed < wait + 5, f"{label}took {elapsed:.3f} s for a {wait} s timeout"
+        if exc is Timeout:
+            assert isinstance(caught, TimeoutError), f"{label}Timeout must be a TimeoutError"
+        return caught
+    raise AssertionError(f"{label}expected {exc.__name__}")
 
 
 def check_channel(
@@ -154,7 +159,7 @@ def _check_sizes(sender: Any, receiver: Any, max_size: Optional[int], sizes: tup
                 assert isinstance(exc, ValueError)
             else:
                 raise AssertionError(f"a {size}-byte message over max_size {max_size} was accepted")
-            _expect_timeout(lambda: receiver.recv(timeout=0), 0, "recv after a refused message")
+            expect_timeout(lambda: receiver.recv(timeout=0), 0, what="recv after a refused message")
             continue
         thread, box = _recv_in_thread(receiver, 1, timeout=60)
         sender.send(payload, timeout=60)
@@ -216,12 +221,12 @@ def _check_bad_data(sender: Any, receiver: Any) -> None:
     else:
         raise AssertionError("send() of a non-contiguous buffer must raise ValueError")
     # Nothing from the refused sends may have been half-sent.
-    _expect_timeout(lambda: receiver.recv(timeout=0), 0, "recv after refused sends")
+    expect_timeout(lambda: receiver.recv(timeout=0), 0, what="recv after refused sends")
 
 
 def _check_recv_timeouts(sender: Any, receiver: Any) -> None:
-    _expect_timeout(lambda: receiver.recv(timeout=0), 0, "recv(timeout=0) on an empty channel")
-    _expect_timeout(lambda: receiver.recv(timeout=0.2), 0.2, "recv(timeout=0.2) on an empty channel")
+    expect_timeout(lambda: receiver.recv(timeout=0), 0, what="recv(timeout=0) on an empty channel")
+    expect_timeout(lambda: receiver.recv(timeout=0.2), 0.2, what="recv(timeout=0.2) on an empty channel")
     # The channel still works after a timeout.
     sender.send(b"after timeout", timeout=5)
     assert receiver.recv(timeout=5) == b"after timeout"
@@ -236,7 +241,7 @@ def _check_bad_timeouts(sender: Any, receiver: Any) -> None:
                 pass
             else:
                 raise AssertionError(f"timeout={bad!r} must raise {exc_type.__name__}")
-    _expect_timeout(lambda: receiver.recv(timeout=0), 0, "recv after refused timeouts")
+    expect_timeout(lambda: receiver.recv(timeout=0), 0, what="recv after refused timeouts")
 
 
 def _check_clogged_sender(sender: Any, receiver: Any) -> None:
@@ -250,12 +255,12 @@ def _check_clogged_sender(sender: Any, receiver: Any) -> None:
             break
         sent += 1
         assert sent * chunk < limit, "sender never blocked with nobody reading"
-    _expect_timeout(lambda: sender.send(b"late", timeout=0.2), 0.2, "send(timeout=0.2) on a full channel")
+    expect_timeout(lambda: sender.send(b"late", timeout=0.2), 0.2, what="send(timeout=0.2) on a full channel")
     for i in range(sent):
         got = receiver.recv(timeout=5)
         assert got[:9] == b"%09d" % i and len(got) == chunk, f"message {i} of {sent} lost or torn: {got[:20]!r}"
     # A message whose send timed out must not be delivered, not even in part.
-    _expect_timeout(lambda: receiver.recv(timeout=0), 0, "recv after draining a clogged channel")
+    expect_timeout(lambda: receiver.recv(timeout=0), 0, what="recv after draining a clogged channel")
 
 
 def _check_eof(sender: Any, receiver: Any) -> None:
@@ -292,4 +297,4 @@ def _check_use_after_close(sender: Any, receiver: Any) -> None:
             raise AssertionError(f"{name} after close() must raise ClosedError")
 
 
-__all__ = ["FRAMING_SIZES", "check_channel", "unique_key", "unique_name"]
+__all__ = ["FRAMING_SIZES", "check_channel", "expect_timeout", "unique_key", "unique_name"]
