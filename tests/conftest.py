@@ -23,6 +23,7 @@ import tempfile
 from typing import Callable, Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from ipckit import testing
 
@@ -123,6 +124,42 @@ def remove_sysv(key: int) -> None:
         remover = {"msg": sysv_ipc.remove_message_queue, "sem": sysv_ipc.remove_semaphore, "shm": sysv_ipc.remove_shared_memory}[kind]
         with contextlib.suppress(Exception):
             remover(ident)
+
+
+# ---------------------------------------------------------------- soak runs
+#
+# CI runs a quick slice of every property, kill and soak test. ``pytest --soak`` runs
+# them at full size: >= 10,000 cases per property, >= 100 kills per channel, soaks of
+# 1,000,000 messages. Tests read the size they should use from the ``soak`` fixture;
+# tests that only make sense at full size are marked ``@pytest.mark.soak``.
+
+settings.register_profile("quick", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("soak", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--soak", action="store_true", default=False,
+                     help="run property, kill and soak tests at full size (slow; not in CI)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "soak: runs only with --soak (full-size property, kill and soak runs)")
+    settings.load_profile("soak" if config.getoption("--soak") else "quick")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    if config.getoption("--soak"):
+        return
+    skip = pytest.mark.skip(reason="full-size run: use pytest --soak")
+    for item in items:
+        if "soak" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def soak(request: pytest.FixtureRequest) -> bool:
+    """True under ``pytest --soak``: use the full sizes (see above)."""
+    return bool(request.config.getoption("--soak"))
 
 
 # ---------------------------------------------------------------- session hooks

@@ -1,4 +1,4 @@
-"""Contract audit: one small test per promise of the public contract (/work/shared/API.md).
+"""Contract audit: one small test per promise of the public contract (docs/reference/contract.md).
 
 Written from the contract's text alone, not from the implementation: each test names
 the sentence it checks. Third-party C-level libraries (posix_ipc, sysv_ipc, the stdlib

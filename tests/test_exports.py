@@ -1,4 +1,4 @@
-"""The public surface: every API.md name is exported, __all__ is sorted and complete."""
+"""The public surface: every name of the contract (docs/reference/contract.md) is exported, __all__ is sorted and complete."""
 
 import inspect
 
@@ -7,12 +7,13 @@ import ipckit
 API_NAMES = {
     "Pipe", "MessageQueue", "SharedMemory", "Semaphore", "Signal", "Socket", "Message", "SignalInfo",
     "IPCError", "Timeout", "ExistsError", "NotFoundError", "ClosedError", "MessageTooLarge",
+    "CorruptError",
 }
 
 
 def test_every_api_name_is_exported():
     missing = API_NAMES - set(ipckit.__all__)
-    assert not missing, f"API.md names missing from ipckit.__all__: {sorted(missing)}"
+    assert not missing, f"contract names missing from ipckit.__all__: {sorted(missing)}"
     for name in API_NAMES:
         assert hasattr(ipckit, name)
 

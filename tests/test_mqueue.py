@@ -1,4 +1,4 @@
-"""MessageQueue, backends "posix" and "sysv": the API.md contract, limits, stat(),
+"""MessageQueue, backends "posix" and "sysv": the contract (docs/reference/contract.md), limits, stat(),
 bad input, cross-process behaviour (fork and spawn) and interop with C peers."""
 
 from __future__ import annotations
@@ -292,7 +292,7 @@ def test_bad_posix_names(bad: object, exc: type) -> None:
 @pytest.mark.parametrize("bad, exc", BAD_SYSV_KEYS)
 def test_bad_sysv_keys(bad: object, exc: type) -> None:
     if bad is None:
-        # API.md: SysV keys may be None "for a private object": create() makes an
+        # The contract: SysV keys may be None "for a private object": create() makes an
         # IPC_PRIVATE queue (as SharedMemory and Semaphore do); open() has nothing to open.
         q = ipckit.MessageQueue.create(None, backend="sysv")
         try:

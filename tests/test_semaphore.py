@@ -1,4 +1,4 @@
-"""ipckit.Semaphore on both backends: the API.md contract, timeouts (never early,
+"""ipckit.Semaphore on both backends: the contract (docs/reference/contract.md), timeouts (never early,
 EINTR retried), an exact counter under contention across fork and spawn processes,
 SysV sets (atomic multi-op, SEM_UNDO after SIGKILL, GETNCNT/GETZCNT/GETPID), C peers."""
 

@@ -1,4 +1,4 @@
-"""ipckit.SharedMemory on every backend: the API.md contract, real processes (fork and
+"""ipckit.SharedMemory on every backend: the contract (docs/reference/contract.md), real processes (fork and
 spawn), C peers on the same name/key, stale views that must never crash, bad input."""
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ Every public name is re-exported here from a private module; see ``__all__``.
 """
 
 from ._errors import ClosedError as ClosedError
+from ._errors import CorruptError as CorruptError
 from ._errors import ExistsError as ExistsError
 from ._errors import IPCError as IPCError
 from ._errors import MessageTooLarge as MessageTooLarge
@@ -22,6 +23,7 @@ from ._version import __version__ as __version__
 
 __all__ = [
     "ClosedError",
+    "CorruptError",
     "ExistsError",
     "IPCError",
     "Message",

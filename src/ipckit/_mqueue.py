@@ -134,7 +134,7 @@ def _reopen(name: Any, backend: str) -> "MessageQueue":
 
 
 class MessageQueue(Resource):
-    """A named kernel (or shared-memory) message queue. See API.md, "MessageQueue".
+    """A named kernel (or shared-memory) message queue. See docs/reference/contract.md, "MessageQueue".
 
     Use ``MessageQueue.create()`` / ``MessageQueue.open()``; the class is not
     instantiated directly. ``close()`` releases this handle; ``unlink()`` removes

@@ -30,7 +30,8 @@ import posix_ipc
 from ._data import byte_view
 from ._errors import ClosedError, ExistsError, IPCError, NotFoundError, closed_error, translate_oserror
 from ._mqueue import PRIORITY_MAX, Message, MessageQueue, MessageQueueStat, check_priority, read_limit, too_large
-from ._timeouts import Deadline, wait_fd
+from ._timeouts import Deadline
+from ._wait import wait_fd
 
 _PROC = "/proc/sys/fs/mqueue/"
 MSG_MAX_FILE = _PROC + "msg_max"

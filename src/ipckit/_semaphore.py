@@ -66,7 +66,7 @@ def _reopen(backend: str, name: Any, index: int, undo: bool) -> "Semaphore":
 
 
 class Semaphore(Resource):
-    """A named counting semaphore shared between processes. See API.md, "Semaphore".
+    """A named counting semaphore shared between processes. See docs/reference/contract.md, "Semaphore".
 
     Use ``Semaphore.create()`` / ``Semaphore.open()``. ``with sem:`` acquires and
     releases (it does not close, as in ``threading``). ``close()`` releases this

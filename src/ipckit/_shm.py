@@ -90,7 +90,7 @@ def _reopen(backend: str, name: Any) -> "SharedMemory":
 
 
 class SharedMemory(Resource):
-    """A segment of memory shared between processes. See API.md, "SharedMemory".
+    """A segment of memory shared between processes. See docs/reference/contract.md, "SharedMemory".
 
     Use ``create()``, ``open()``, ``anonymous()`` or ``from_fd()``; the class is not
     instantiated directly. ``m.buf`` is a writable zero-copy ``memoryview`` of the

@@ -88,7 +88,8 @@ from . import _ffi
 from ._errors import IPCError, closed_error, error_from_errno, translate_oserror
 from ._ffi import lib
 from ._resource import Resource
-from ._timeouts import Deadline, wait_fd
+from ._timeouts import Deadline
+from ._wait import wait_fd
 
 SignalLike = Union[int, str, signal.Signals]
 

@@ -38,7 +38,8 @@ from ._data import byte_view
 from ._errors import ClosedError, ExistsError, IPCError, MessageTooLarge, error_from_errno
 from ._naming import check_positive_int
 from ._stream import StreamEnd
-from ._timeouts import Deadline, wait_fd
+from ._timeouts import Deadline
+from ._wait import wait_fd
 
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes, one of them the terminating NUL
 # Plain ints, not the socket module's IntFlag/IntEnum members: enum arithmetic and

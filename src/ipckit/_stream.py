@@ -63,7 +63,8 @@ from ._errors import ClosedError, IPCError, closed_error, error_from_errno
 from ._framing import FrameDecoder, encode_header, parse_header
 from ._naming import check_positive_int
 from ._resource import FdHolder, Resource
-from ._timeouts import Deadline, wait_fd
+from ._timeouts import Deadline
+from ._wait import wait_fd
 
 CHUNK = 64 * 1024  # one read pulls up to this much: several small frames at once
 

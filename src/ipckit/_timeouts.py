@@ -1,6 +1,6 @@
 """Timeouts: one validation rule and one monotonic deadline, shared by every blocking call.
 
-The contract (API.md): ``timeout=None`` blocks until done, ``timeout=0`` never blocks,
+The contract (docs/reference/contract.md): ``timeout=None`` blocks until done, ``timeout=0`` never blocks,
 ``timeout>0`` waits until the operation completes or that many seconds have passed on
 the monotonic clock, and never returns early. A call that retries (EINTR, partial
 reads and writes, spurious futex wake-ups) keeps one ``Deadline`` across the retries,
@@ -10,7 +10,6 @@ so the total wait is bounded by the caller's timeout, not by each step's.
 from __future__ import annotations
 
 import math
-import select
 import time
 from typing import Optional
 
@@ -92,21 +91,4 @@ class Deadline:
 FOREVER = Deadline(None)
 
 
-def wait_fd(fd: int, events: int, deadline: Deadline) -> bool:
-    """Wait until *fd* is ready for *events* (``select.POLLIN``/``POLLOUT``); False
-    once *deadline* has passed.
-
-    Polls at least once, so an expired deadline (``timeout=0``) still asks "ready
-    now?". Readiness is only a hint (another process may take the data first):
-    callers retry their non-blocking attempt and come back here. A fresh poll
-    object per wait, because one object must not be polled from two threads.
-    EINTR is retried by poll() itself (PEP 475), with the time left."""
-    poller = select.poll()
-    poller.register(fd, events)
-    while True:
-        if poller.poll(deadline.remaining_ms()):
-            return True
-        if deadline.expired():  # poll() rounds up, so this is normally true at once
-            return False
-
-__all__ = ["FOREVER", "Deadline", "check_timeout", "wait_fd"]
+__all__ = ["FOREVER", "Deadline", "check_timeout"]

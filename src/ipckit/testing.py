@@ -1,6 +1,6 @@
 """Helpers for testing code that uses ipckit, and the channel conformance checker.
 
-``check_channel(make_pair)`` runs every behaviour API.md promises for a message
+``check_channel(make_pair)`` runs every behaviour the contract (docs/reference/contract.md) promises for a message
 channel against one implementation: framing of awkward sizes, ordering, bytes-like
 inputs, timeouts (``timeout=0`` and ``timeout>0``, never early), a clogged sender,
 end-of-stream, and use after close. ipckit runs it over every channel it ships;

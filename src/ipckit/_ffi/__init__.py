@@ -8,9 +8,9 @@ Every C shim in ``csrc/`` returns ``0`` / a non-negative result, or ``-errno``;
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
-from .._errors import error_from_errno
+from .._errors import Overrides, error_from_errno
 from .._version import __version__
 
 try:
@@ -32,10 +32,11 @@ if _built_for != __version__:  # pragma: no cover - stale build
 EINTR = 4
 
 
-def check(rc: int, what: str = "") -> int:
-    """Return *rc* if it is >= 0, else raise the ipckit error for errno ``-rc``."""
+def check(rc: int, what: str = "", overrides: Optional[Overrides] = None) -> int:
+    """Return *rc* if it is >= 0, else raise the ipckit error for errno ``-rc``
+    (*overrides*: see ``_errors``)."""
     if rc < 0:
-        raise error_from_errno(-rc, what)
+        raise error_from_errno(-rc, what, overrides=overrides)
     return rc
 
 
