@@ -1,9 +1,11 @@
-"""Run the examples in README.md and docs/*.md as tests, so a broken example fails CI.
+"""Run the examples in README.md and in docs/ (every page, subdirectories included) as
+tests, so a broken example fails CI.
 
 Every fenced block that starts with ```python is a whole program: it runs in a
 fresh interpreter (so ``multiprocessing`` with ``spawn`` works as in a user's
 script), in a temporary directory, and must exit with status 0 within 60 s.
-A block fenced as ```python no-run is shown but not run (fragments).
+A block fenced as ```python no-run is shown but not run (fragments); the site's
+build (docs/hooks.py) renders it as an ordinary Python block.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ _BLOCK = re.compile(r"^```python([^\n]*)\n(.*?)^```", re.S | re.M)
 
 def pytest_collect_file(parent: pytest.Collector, file_path):  # type: ignore[no-untyped-def]
     root = parent.config.rootpath
-    if file_path.suffix == ".md" and (file_path.parent == root / "docs" or file_path == root / "README.md"):
+    if file_path.suffix == ".md" and ((root / "docs") in file_path.parents or file_path == root / "README.md"):
         return MarkdownFile.from_parent(parent, path=file_path)
     return None
 
