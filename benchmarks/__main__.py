@@ -1,3 +1,3 @@
-from ipckit._cli import main
+from .cli import main
 
-raise SystemExit(main(["bench", *__import__("sys").argv[1:]]))
+raise SystemExit(main())

@@ -1,9 +1,17 @@
 """``ipckit bench``: parse the options, run the suite, print and save the report.
 
-Output: the text report goes to stdout; unless ``--no-save`` (or an explicit
+Output: the text report goes to stdout (styled on a terminal, plain text
+otherwise), the progress display to stderr; unless ``--no-save`` (or an explicit
 ``--json``/``--markdown``), the JSON and markdown are also written to
 ``./bench-results/bench-<timestamp>.json|.md``. Ctrl-C stops the run and still
 prints and writes what was measured (exit status 130).
+
+``--compare OLD.json NEW.json`` compares two saved runs; ``--compare OLD.json``
+runs the suite and compares the new run with OLD. Either way the exit status is 1
+when a vs-raw ratio grew by more than 10 % (report.RATIO_GROWTH), else 0.
+
+This module never imports ``ipckit._cli``: ``ipckit bench`` imports this one
+lazily, and ``python -m ipckit_bench`` enters here directly.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import sys
 from typing import Optional, Sequence
 
 from . import machine, report, runner
+from .registry import all_subjects, unavailable_families
 
 RESULTS_DIR = "bench-results"
 
@@ -57,9 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", metavar="PATH", help="write the markdown report here")
     p.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR (needs matplotlib)")
     p.add_argument("--no-save", action="store_true", help=f"do not write ./{RESULTS_DIR}/ by default")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--no-progress", action="store_true", help="no progress display on stderr")
     p.add_argument("--list", action="store_true", help="list the subjects and exit")
-    p.add_argument("--compare", nargs=2, metavar=("OLD.json", "NEW.json"), help="compare two runs and exit")
+    p.add_argument("--compare", nargs="+", metavar="RUN.json",
+                   help="OLD.json NEW.json: compare two runs and exit; OLD.json alone: run, then compare with OLD. "
+                   "Exit status 1 if a vs-raw ratio grew by more than 10%%")
     return p
 
 
@@ -94,23 +105,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     ns = parser.parse_args(args)
-
+    old: Optional[dict] = None
     if ns.compare:
+        if len(ns.compare) > 2:
+            parser.error("--compare takes OLD.json, or OLD.json NEW.json")
         try:
-            old, new = (report.load_json(p) for p in ns.compare)
+            runs = [report.load_json(p) for p in ns.compare]
         except (OSError, ValueError) as exc:
             print(f"ipckit bench --compare: {exc}", file=sys.stderr)
             return 2
-        sys.stdout.write(report.compare(old, new))
-        return 0
+        if len(runs) == 2:
+            return _compared(runs[0], runs[1])
+        old = runs[0]
 
     cfg = config_from(ns, parser)
     if ns.list:
-        from .subjects import all_subjects
-
-        for s in runner.select(all_subjects(), cfg.only):
-            why = s.unavailable()
-            print(f"{s.id:<18} {s.group:<7} {s.label}" + (f"  (n/a: {why})" if why else ""))
+        _list(cfg)
         return 0
 
     suite = runner.Suite(cfg, progress=not ns.no_progress)
@@ -124,15 +134,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         outcome = suite.run()
     finally:
         signal.signal(signal.SIGTERM, previous)
-    runner.add_ratios(outcome.results, suite.subjects)
+    runner.add_ratios(outcome.results)
     doc = report.document(
         machine.describe(["ipckit", "bench", *args]), cfg.as_dict(), outcome.results,
         started.isoformat(timespec="seconds"), outcome.seconds, outcome.interrupted, outcome.objects,
     )
-    sys.stdout.write(report.render_text(doc))
+    report.print_report(report.renderables(doc), sys.stdout)
     sys.stdout.flush()
     _save(doc, ns, started)
-    return 130 if outcome.interrupted else 0
+    status = 130 if outcome.interrupted else 0
+    if old is not None:
+        sys.stdout.write("\n")
+        flagged = _compared(old, doc)
+        status = status or flagged
+    return status
+
+
+def _compared(old: dict, new: dict) -> int:
+    """Print the comparison of two runs; 1 if a vs-raw ratio is flagged, else 0."""
+    cmp = report.compare(old, new)
+    report.print_report(report.compare_renderables(cmp), sys.stdout)
+    return 1 if cmp.flagged else 0
+
+
+def _list(cfg: runner.Config) -> None:
+    for s in runner.select(all_subjects(), cfg.only):
+        why = s.unavailable()
+        print(f"{s.id:<20} {s.group:<7} {s.family:<10} {s.label}" + (f"  (n/a: {why})" if why else ""))
+    for family, why in unavailable_families():
+        print(f"(family {family.id}: {family.title}: left out, {why})")
 
 
 def _save(doc: dict, ns: argparse.Namespace, started: datetime.datetime) -> None:

@@ -15,8 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Optional
 
-from .subjects import NotApplicable, Subject, register
-from .subjects_queue import _posix_too_big, _sysv_too_big
+from .subjects import NotApplicable, Subject, posix_mq_too_big, sysv_mq_too_big
 
 HERE = Path(__file__).resolve().parent
 _BUILT: dict[str, Any] = {}  # program -> path, or the reason it could not be built
@@ -97,34 +96,28 @@ class CSubject(Subject):
         return ("throughput", int(head[1]), int(head[2]))
 
 
-@register
 class CPipe(CSubject):
     id, label, family, program, mech = "c.pipe", "C pipe(2)", "pipe", "c_pipe", "pipe"
 
 
-@register
 class CUnix(CSubject):
     id, label, family, program, mech = "c.unix", "C socketpair(AF_UNIX)", "unix", "c_pipe", "unix"
 
 
-@register
 class CMqPosix(CSubject):
     id, label, family, program, mech = "c.mq-posix", "C mq_send/mq_receive", "mq-posix", "c_mq", "posix"
-    too_big = _posix_too_big
+    too_big = posix_mq_too_big
 
 
-@register
 class CMqSysv(CSubject):
     id, label, family, program, mech = "c.mq-sysv", "C msgsnd/msgrcv", "mq-sysv", "c_mq", "sysv"
-    too_big = _sysv_too_big
+    too_big = sysv_mq_too_big
 
 
-@register
 class CSem(CSubject):
     id, label, family, program, mech = "c.sem", "C shared memory + sem_t", "shm-sem", "c_shm", "sem"
 
 
-@register
 class CSpin(CSubject):
     id, label, family, program, mech = "c.spin", "C shared-memory spin ring", "mq-shm", "c_shm", "spin"
     note = "busy-waiting SPSC ring: the cross-core floor, no system call"

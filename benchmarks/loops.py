@@ -32,8 +32,7 @@ much as a whole 64-byte message through a fast channel. So:
   so every one is exactly ``size``), then with numpy the column of headers
   against ``arange(seq, seq + CHUNK)`` and the column of trailers against that
   ``^ MAGIC``. Any mismatch re-checks the chunk message by message to report
-  the first bad one. Without numpy the chunk is checked message by message
-  (same checks, slower).
+  the first bad one.
 * Larger messages are stamped in place into a reused ``bytearray`` (one per
   batch slot for batching endpoints) and checked one by one as they arrive;
   at that size a check costs under 3% of moving the message.
@@ -67,10 +66,7 @@ import time
 from array import array
 from typing import Any, Callable, Optional
 
-try:  # in the bench extra; without it the bulk check falls back to one message at a time
-    import numpy as _np
-except ImportError:  # pragma: no cover - depends on the host
-    _np = None
+import numpy as _np
 
 STOP = 1 << 63
 MAGIC = 0x5A5A5A5A5A5A5A5A
@@ -113,7 +109,7 @@ def check_chunk(chunk: list, seq: int, size: int, last: bool, use_numpy: bool = 
     k = len(chunk)
     if k == 0:
         return
-    if use_numpy and _np is not None:
+    if use_numpy:
         data = b"".join(chunk)
         # Every length >= size and the total == k * size: every length is exactly size.
         if len(data) == k * size and min(map(len, chunk)) == size:
@@ -125,12 +121,12 @@ def check_chunk(chunk: list, seq: int, size: int, last: bool, use_numpy: bool = 
                 want[-1] |= _np.uint64(STOP)
             if _np.array_equal(heads, want) and _np.array_equal(tails, want_tails):
                 return
-    # No numpy, or something is wrong: check one by one (and say which message).
+    # Asked to, or something is wrong: check one by one (and say which message).
     for i, msg in enumerate(chunk):
         flagged = check(msg, seq + i, size)
         if flagged != (last and i == k - 1):
             raise IntegrityError(f"message {seq + i}: last-message flag {'set' if flagged else 'missing'}")
-    if use_numpy and _np is not None:  # pragma: no cover - the bulk check and check() disagree
+    if use_numpy:  # pragma: no cover - the bulk check and check() disagree
         raise IntegrityError(f"messages {seq}..{seq + k - 1}: bulk check failed")
 
 

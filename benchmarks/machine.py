@@ -9,6 +9,8 @@ import shlex
 import sys
 from typing import Any, Optional
 
+from ipckit import _procfs  # the project's one reader of /proc files
+
 LIMIT_FILES = {
     "mqueue.msg_max": "/proc/sys/fs/mqueue/msg_max",
     "mqueue.msgsize_max": "/proc/sys/fs/mqueue/msgsize_max",
@@ -34,12 +36,7 @@ def _read(path: str) -> Optional[str]:
 
 def limit(key: str) -> Optional[int]:
     """A kernel limit from LIMIT_FILES as an int, or None if unreadable."""
-    text = _read(LIMIT_FILES[key])
-    if text is None:
-        return None
-    with contextlib.suppress(ValueError):
-        return int(text.split()[0])
-    return None
+    return _procfs.read_int(LIMIT_FILES[key])
 
 
 def cpu_model() -> str:
@@ -96,10 +93,4 @@ def describe(argv: list[str]) -> dict[str, Any]:
 
 
 def sysv_keys_in_use() -> set[int]:
-    keys: set[int] = set()
-    for kind in ("msg", "sem", "shm"):
-        text = _read(f"/proc/sysvipc/{kind}")
-        for line in (text or "").splitlines()[1:]:
-            with contextlib.suppress(ValueError, IndexError):
-                keys.add(int(line.split()[0]) & 0xFFFFFFFF)
-    return keys
+    return {row["key"] for kind in ("msg", "sem", "shm") for row in _procfs.sysvipc_rows(kind)}

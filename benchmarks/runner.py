@@ -1,4 +1,4 @@
-"""Running the subjects: child processes, pinning, the command protocol, cleanup, progress.
+"""Running the subjects: child processes, pinning, the command protocol, cleanup, progress, ratios.
 
 For each (placement, subject) the parent makes the kernel objects, forks two
 children pinned with ``os.sched_setaffinity`` and keeps them for every
@@ -25,10 +25,14 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-from . import loops, machine, stats
-from .subjects import LATENCY, THROUGHPUT, Env, NotApplicable, Subject, all_subjects
+import rich.progress
+from rich.console import Console
+
+from . import machine, stats
+from .registry import all_subjects
+from .subjects import LATENCY, THROUGHPUT, Env, NotApplicable, Subject
 
 KiB, MiB = 1024, 1024 * 1024
 DEFAULT_SIZES = (64, 4 * KiB, 64 * KiB, MiB)
@@ -82,9 +86,11 @@ class Config:
         max_n = max(self.thr_min_n, min(self.thr_max_n, self.thr_max_bytes // size))
         return self.thr_min_n, max_n
 
-    def estimate(self, metric: str) -> float:
-        """Rough seconds for one measurement, for the progress bar."""
-        return self.repeats * ((self.lat_budget if metric == LATENCY else self.thr_budget) + 0.03)
+    def estimate(self, task: "Task") -> float:
+        """Rough seconds for one measurement, for the progress display (0 for a size it cannot carry)."""
+        if task.subject.unsupported(task.metric, task.size) is not None:
+            return 0.0
+        return self.repeats * ((self.lat_budget if task.metric == LATENCY else self.thr_budget) + 0.03)
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -120,11 +126,13 @@ def select(subjects: list[Subject], only: Optional[str]) -> list[Subject]:
 
 
 def plan(cfg: Config, subjects: list[Subject]) -> list[Task]:
+    """Per placement, per subject: latency at 64 B, then throughput at each size
+    (the family's own sizes if it declares them, else ``--sizes``)."""
     tasks = []
     for placement in cfg.placements:
         for s in subjects:
             tasks.append(Task(s, placement, LATENCY, LATENCY_SIZE))
-            for size in cfg.sizes:
+            for size in s.sizes or cfg.sizes:
                 tasks.append(Task(s, placement, THROUGHPUT, size))
     return tasks
 
@@ -174,7 +182,7 @@ def _child(subject: Subject, spec: Any, role: str, cpu: Optional[int], conn: Any
             prepare = getattr(ep, "prepare", None)
             if prepare is not None:
                 prepare()
-            conn.send(("ok", _dispatch(ep, cmd)))
+            conn.send(("ok", _dispatch(subject, ep, cmd)))
     except BaseException as exc:  # reported to the parent, which decides what to do
         with contextlib.suppress(Exception):
             conn.send(("fail", _describe(exc)))
@@ -185,17 +193,9 @@ def _child(subject: Subject, spec: Any, role: str, cpu: Optional[int], conn: Any
         conn.close()
 
 
-def _dispatch(ep: Any, cmd: tuple) -> Any:
-    op, args = cmd[0], cmd[1:]
-    if op == "ping":
-        return loops.ping(ep, *args).tolist()
-    if op == "echo":
-        return loops.echo(ep, *args)
-    if op == "send":
-        return loops.stream_send(ep, *args)
-    if op == "recv":
-        return loops.stream_recv(ep, *args)
-    raise ValueError(f"unknown command {op!r}")
+def _dispatch(subject: Subject, ep: Any, cmd: tuple) -> Any:
+    result = subject.drive(ep, cmd[0], cmd[1:])
+    return result.tolist() if cmd[0] == "ping" else result  # an array of samples: a list pickles faster
 
 
 class PairFailed(Exception):
@@ -235,7 +235,7 @@ class Pair:
             for conn in ready:
                 i = self.conns.index(conn)
                 try:
-                    kind, payload = conn.recv()
+                    kind, payload = self.conns[i].recv()
                 except (EOFError, OSError):
                     self.procs[i].join(1)
                     raise PairFailed("error", f"child {'ab'[i]} died (exit code {self.procs[i].exitcode}) while {what}")
@@ -272,50 +272,68 @@ class Pair:
 
 
 class Progress:
-    """A one-line progress bar on stderr: done/total, what runs now, time left."""
+    """What runs now, its repeat, how much is done and the time left, on stderr.
 
-    def __init__(self, tasks: list[Task], cfg: Config, stream: Any = None, enabled: bool = True) -> None:
-        self.stream = stream or sys.stderr
+    On a terminal: a live rich display, redrawn from this thread at every repeat
+    (``auto_refresh=False``: no refresh thread, so nothing holds a lock across the
+    forks of the children, and stdout/stderr are not redirected). Elsewhere (logs,
+    CI, pipes): one plain line per (subject, placement). The work is weighted by
+    each measurement's expected seconds, so rich's rate gives a time left that
+    already counts the quick n/a rows for what they are."""
+
+    def __init__(self, tasks: list[Task], cfg: Config, console: Optional[Console] = None, enabled: bool = True) -> None:
+        self.console = console or Console(stderr=True, highlight=False)
         self.enabled = enabled
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.cfg = cfg
-        self.estimates = [cfg.estimate(t.metric) for t in tasks]
+        self.live = enabled and self.console.is_terminal and not self.console.is_dumb_terminal
+        self.weights = [cfg.estimate(t) for t in tasks]
+        self.repeats = cfg.repeats
         self.total = len(tasks)
         self.done = 0
-        self.start = time.monotonic()
-        self._last_line = ""
+        self._group: Any = None
+        self._bar = rich.progress.Progress(
+            rich.progress.TextColumn("{task.description}", markup=False),
+            rich.progress.BarColumn(),
+            rich.progress.TextColumn("{task.fields[step]}", markup=False),
+            rich.progress.TimeRemainingColumn(),
+            console=self.console, auto_refresh=False, transient=True, redirect_stdout=False, redirect_stderr=False,
+            speed_estimate_period=60.0, disable=not self.live,
+        )
+        self._id = self._bar.add_task("", total=max(sum(self.weights), 1e-9), step="")
 
-    def eta(self) -> float:
-        left = sum(self.estimates[self.done :])
-        spent_est = sum(self.estimates[: self.done])
-        elapsed = time.monotonic() - self.start
-        scale = elapsed / spent_est if spent_est > 0 and self.done >= 3 else 1.0
-        return left * max(scale, 0.3)
+    def start(self) -> None:
+        if self.live:
+            self._bar.start()
 
-    def show(self, task: Task) -> None:
-        if not self.enabled:
-            return
-        width = 24
-        filled = int(width * self.done / max(self.total, 1))
-        bar = "#" * filled + "." * (width - filled)
+    def time_left(self) -> Optional[float]:
+        return self._bar.tasks[0].time_remaining
+
+    def begin(self, task: Task) -> None:
+        """A measurement starts."""
         what = f"{task.subject.id} {task.metric} {fmt_size(task.size)} {task.placement}"
-        eta = self.eta()
-        line = f"[{bar}] {self.done}/{self.total} {what:<44} ~{int(eta // 60)}m{int(eta % 60):02d}s left"
-        if self.tty:
-            self.stream.write("\r" + line[:120].ljust(len(self._last_line[:120])))
-        elif task.subject.id != getattr(self, "_last_subject", None):
-            self.stream.write(line + "\n")
-            self._last_subject = task.subject.id
-        self._last_line = line
-        self.stream.flush()
+        self._bar.update(self._id, description=f"{what:<44}", step=self._step(0), refresh=self.live)
+        group = (task.subject.id, task.placement)
+        if self.enabled and not self.live and group != self._group:
+            left = self.time_left()
+            eta = "" if left is None else f": ~{int(left // 60)}m{int(left % 60):02d}s left"
+            self.console.print(f"[{self.done + 1}/{self.total}] {task.subject.label}, {task.placement}{eta}",
+                               markup=False, soft_wrap=True)
+        self._group = group
 
-    def advance(self) -> None:
+    def repeat(self, done: int) -> None:
+        """``done`` repeats of the current measurement are over."""
+        self._bar.update(self._id, advance=self.weights[self.done] / max(self.repeats, 1), step=self._step(done),
+                         refresh=self.live)
+
+    def end(self) -> None:
+        """The current measurement is over (measured, n/a, or failed)."""
         self.done += 1
+        self._bar.update(self._id, completed=sum(self.weights[: self.done]), refresh=self.live)
 
     def finish(self) -> None:
-        if self.enabled and self.tty:
-            self.stream.write("\r" + " " * min(len(self._last_line), 120) + "\r")
-            self.stream.flush()
+        self._bar.stop()
+
+    def _step(self, repeats_done: int) -> str:
+        return f"{min(self.done + 1, self.total)}/{self.total}  repeat {min(repeats_done + 1, self.repeats)}/{self.repeats}"
 
 
 def fmt_size(size: int) -> str:
@@ -338,12 +356,11 @@ class Outcome:
 
 
 class Suite:
-    def __init__(self, cfg: Config, progress: bool = True, log: Callable[[str], None] = lambda s: None) -> None:
+    def __init__(self, cfg: Config, progress: bool = True, console: Optional[Console] = None) -> None:
         self.cfg = cfg
         self.subjects = select(all_subjects(), cfg.only)
         self.tasks = plan(cfg, self.subjects)
-        self.progress = Progress(self.tasks, cfg, enabled=progress)
-        self.log = log
+        self.progress = Progress(self.tasks, cfg, console=console, enabled=progress)
         self._run_counter = 0
 
     def timeout(self, metric: str) -> float:
@@ -358,6 +375,7 @@ class Suite:
         pair: Optional[Pair] = None
         current: Optional[Task] = None
         try:
+            self.progress.start()
             group = None
             for task in self.tasks:
                 if (task.subject.id, task.placement) != group:
@@ -368,10 +386,10 @@ class Suite:
                     env.cleanup()
                     group = (task.subject.id, task.placement)
                 current = task
-                self.progress.show(task)
+                self.progress.begin(task)
                 row, pair = self._measure(task, env, pair)
                 out.results.append(row)
-                self.progress.advance()
+                self.progress.end()
                 current = None
             if pair is not None:
                 pair.close()
@@ -399,6 +417,7 @@ class Suite:
         s = task.subject
         row = {
             "subject": s.id, "label": s.label, "group": s.group, "family": s.family, "raw": s.raw, "c": s.c,
+            "baselines": list(s.baselines),
             "metric": task.metric, "size": task.size, "placement": task.placement,
             "status": status, "reason": reason, "note": s.note or None,
         }
@@ -421,7 +440,10 @@ class Suite:
                     status, text = _describe(exc)
                     return self._row(task, status, text), None
                 pair = Pair(s, spec, cpus, timeout=30)
-            reps = [self._repeat(task, pair) for _ in range(self.cfg.repeats)]
+            reps = []
+            for i in range(self.cfg.repeats):
+                reps.append(self._repeat(task, pair))
+                self.progress.repeat(i + 1)
             return self._summarize(task, reps), pair
         except NotApplicable as exc:
             return self._row(task, "n/a", str(exc)), pair
@@ -450,8 +472,9 @@ class Suite:
         s = task.subject
         reps = []
         try:
-            for _ in range(self.cfg.repeats):
+            for i in range(self.cfg.repeats):
                 reps.append(s.run(env, task.metric, task.size, self.cfg, cpus, self.timeout(task.metric)))  # type: ignore[attr-defined]
+                self.progress.repeat(i + 1)
         except NotApplicable as exc:
             return self._row(task, "n/a", str(exc))
         except Exception as exc:
@@ -475,28 +498,31 @@ class Suite:
         return row
 
 
-def add_ratios(results: list[dict], subjects: Optional[list[Subject]] = None) -> None:
-    """Add vs_raw (ipckit rows) and vs_c (every row whose family has a C limit), from the same run.
+def add_ratios(results: list[dict]) -> None:
+    """Add the ratios of every ok row to the rows it compares with, measured in the same run.
 
-    Both are ratios of time per message, this / other, so above 1 always means
-    slower: for latency the median round trips, for throughput the inverse of the
-    message rates (other msgs/s / this msgs/s).
+    ``vs_raw``: an ipckit row against its raw twin (row ``raw``); ``vs_c``: any row
+    but the C ones against its family's C limit (row ``c``); ``vs_baselines``: an
+    ipckit row against each of its family's baselines (row ``baselines``), by
+    subject id. All are ratios of time per message, this / other, so above 1
+    always means slower: for latency the median round trips, for throughput the
+    inverse of the message rates (other msgs/s / this msgs/s). A ratio whose other
+    row did not measure (n/a, error, not run) is None.
     """
-    family_c = {}
-    for s in subjects if subjects is not None else all_subjects():
-        if s.c and s.family not in family_c:
-            family_c[s.family] = s.c
     index = {(r["subject"], r["metric"], r["size"], r["placement"]): r for r in results if r["status"] == "ok"}
 
-    def value(r: dict) -> float:  # time per message
-        return r["median_us"] if r["metric"] == LATENCY else 1.0 / r["msgs_per_s"]
+    def vs(r: dict, other: Optional[str]) -> Optional[float]:
+        o = index.get((other or "", r["metric"], r["size"], r["placement"]))
+        return stats.ratio(time_per_message(r), time_per_message(o)) if o is not None else None
 
     for r in results:
         if r["status"] != "ok":
             continue
-        key = (r["metric"], r["size"], r["placement"])
-        raw = index.get((r.get("raw") or "",) + key)
-        r["vs_raw"] = stats.ratio(value(r), value(raw)) if raw else None
-        c_id = r.get("c") or family_c.get(r["family"])
-        c_row = index.get((c_id or "",) + key) if r["group"] != "c" else None
-        r["vs_c"] = stats.ratio(value(r), value(c_row)) if c_row else None
+        r["vs_raw"] = vs(r, r.get("raw"))
+        r["vs_c"] = vs(r, r.get("c")) if r["group"] != "c" else None
+        r["vs_baselines"] = {b: vs(r, b) for b in r.get("baselines") or ()}
+
+
+def time_per_message(r: dict) -> float:
+    """Microseconds per round trip (latency) or seconds per message (throughput) of an ok row."""
+    return r["median_us"] if r["metric"] == LATENCY else 1.0 / r["msgs_per_s"]

@@ -1,31 +1,34 @@
 """Statistics for the suite: percentiles, per-repeat summaries and the median over repeats.
 
-Percentiles use linear interpolation between closest ranks (numpy's default
-``method="linear"``, Hyndman & Fan type 7), so ``percentile(xs, 50)`` is the usual
-median. Pure Python: the suite must run without numpy.
+Percentiles are numpy's (``method="linear"``, Hyndman & Fan type 7: linear
+interpolation between closest ranks), so ``percentile(xs, 50)`` is the usual
+median; numpy is in the bench extra, like rich.
 """
 
 from __future__ import annotations
 
-import math
+import statistics
 from typing import Iterable, NamedTuple, Optional, Sequence
+
+import numpy as np
+
+
+def percentiles(values: Iterable[float], qs: Sequence[float]) -> list[float]:
+    """The ``qs``-th percentiles (each 0..100) of ``values``; ValueError if there are none."""
+    xs = np.asarray(values if isinstance(values, (list, tuple, np.ndarray)) else list(values), dtype=float)
+    if xs.size == 0:
+        raise ValueError("percentile of an empty sequence")
+    if any(not 0 <= q <= 100 for q in qs):
+        raise ValueError(f"percentiles must be in 0..100, got {list(qs)}")
+    return [float(v) for v in np.percentile(xs, qs, method="linear")]
 
 
 def percentile(values: Iterable[float], q: float) -> float:
-    """The ``q``-th percentile (0..100) of ``values``; ValueError if there are none."""
-    if not 0 <= q <= 100:
-        raise ValueError(f"q must be in 0..100, got {q}")
-    xs = sorted(values)
-    if not xs:
-        raise ValueError("percentile of an empty sequence")
-    rank = (len(xs) - 1) * q / 100.0
-    lo = math.floor(rank)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (rank - lo)
+    return percentiles(values, [q])[0]
 
 
 def median(values: Iterable[float]) -> float:
-    return percentile(values, 50)
+    return statistics.median(values)
 
 
 class Spread(NamedTuple):
@@ -54,8 +57,8 @@ class LatencySummary(NamedTuple):
 
 
 def summarize_latency(samples_ns: Sequence[int]) -> LatencySummary:
-    us = [s / 1000.0 for s in samples_ns]
-    return LatencySummary(len(us), median(us), percentile(us, 99), percentile(us, 99.9))
+    mid, p99, p999 = percentiles(np.asarray(samples_ns, dtype=float) / 1000.0, (50, 99, 99.9))
+    return LatencySummary(len(samples_ns), mid, p99, p999)
 
 
 def combine_latency(repeats: Sequence[LatencySummary]) -> dict:

@@ -1,23 +1,24 @@
-"""What the suite measures: one small class per subject, and the registry of all of them.
+"""What a subject is, and what subjects share: the kernel-object bookkeeping (``Env``)
+and the endpoint adapters. The subjects themselves live in subjects_stream.py (pipes,
+sockets, zmq), subjects_queue.py (message queues, multiprocessing.Queue, faster-fifo,
+iceoryx2), subjects_shm.py (shared memory + semaphores, signals) and csubjects.py (the
+C programs); registry.py lists them, in families, in display order.
 
 A subject is a pair of processes talking through one mechanism. ``setup(env)``
 runs in the parent and makes the kernel objects (every name and key comes from
 ``env``, which removes them afterwards whatever happens); it returns a *spec*
 that both children inherit across ``fork``. ``open(spec, role, peer_pid)`` runs
 in each child (role ``"a"``: the pinger / sender, ``"b"``: the echo / receiver)
-and returns an endpoint with ``send(data)`` and ``recv()``; the shared loops in
-``loops.py`` do the rest, so every subject is measured the same way.
+and returns an endpoint with ``send(data)`` and ``recv()``; ``drive`` runs the
+shared loops of ``loops.py`` on it, so every subject is measured the same way.
 
 Groups: ``ipckit`` (the library), ``raw`` (the same mechanism through the
 standard library / posix_ipc / sysv_ipc, written as a careful user would, so
 ipckit/raw is ipckit's own overhead), ``peer`` (what users pick instead) and
-``c`` (the same mechanism in C: the limit). ``family`` groups the rows that
-compare with each other; ``raw`` and ``c`` name the counterpart subjects.
-
-The subjects themselves live in subjects_stream.py (pipes, sockets, zmq),
-subjects_queue.py (message queues, multiprocessing.Queue, faster-fifo,
-iceoryx2), subjects_shm.py (shared memory + semaphores, signals) and
-csubjects.py (the C programs).
+``c`` (the same mechanism in C: the limit). A subject names its ``family`` (the
+rows that compare with each other), its ``raw`` twin (ipckit rows) and, if it is
+not its family's, its ``c`` limit; the modules never import each other, so a
+subject module depends on this one only.
 """
 
 from __future__ import annotations
@@ -27,12 +28,18 @@ import os
 import struct
 from typing import Any, Callable, ClassVar, Optional
 
-from . import machine
+from . import loops, machine
 
 LATENCY = "latency"
 THROUGHPUT = "throughput"
+MAX_PAYLOAD = 1 << 20  # the largest default size; slots and queues are sized for it
 
 _LEN = struct.Struct("<Q")
+
+# The measuring loops a child runs on its endpoint, by command name (see runner.Pair).
+LOOPS: dict[str, Callable[..., Any]] = {
+    "ping": loops.ping, "echo": loops.echo, "send": loops.stream_send, "recv": loops.stream_recv,
+}
 
 
 class NotApplicable(Exception):
@@ -44,8 +51,11 @@ class Subject:
     label: ClassVar[str] = ""
     group: ClassVar[str] = ""
     family: ClassVar[str] = ""
-    raw: ClassVar[Optional[str]] = None  # id of the raw counterpart (ipckit rows)
-    c: ClassVar[Optional[str]] = None  # id of the C limit
+    raw: ClassVar[Optional[str]] = None  # id of the raw twin (ipckit rows): vs raw
+    # Filled in from the family by the registry (a subject may set its own c):
+    c: Optional[str] = None  # id of the C limit: vs C
+    baselines: tuple[str, ...] = ()  # ipckit rows: ids of the family's extra ratio columns
+    sizes: Optional[tuple[int, ...]] = None  # the family's own throughput sizes (None: --sizes)
     metrics: ClassVar[tuple[str, ...]] = (LATENCY, THROUGHPUT)
     requires: ClassVar[tuple[str, ...]] = ()  # importable modules needed (optional extras)
     lossy: ClassVar[bool] = False  # a datagram transport that may drop messages
@@ -53,12 +63,7 @@ class Subject:
 
     def unavailable(self) -> Optional[str]:
         """Why this subject cannot run at all on this host, or None."""
-        for module in self.requires:
-            try:
-                importlib.import_module(module)
-            except ImportError:
-                return f"not installed (pip install 'ipckit[bench]' for {module})"
-        return None
+        return missing(self.requires)
 
     def unsupported(self, metric: str, size: int) -> Optional[str]:
         """Why this size cannot be carried here, or None."""
@@ -76,31 +81,54 @@ class Subject:
     def open(self, spec: Any, role: str, peer_pid: int) -> Any:
         raise NotImplementedError
 
+    def drive(self, ep: Any, op: str, args: tuple) -> Any:
+        """Run measuring loop ``op`` (a key of LOOPS) on endpoint ``ep``, in the child.
 
-REGISTRY: dict[str, Subject] = {}
-
-
-def register(cls: type) -> type:
-    inst = cls()
-    if inst.id in REGISTRY:
-        raise RuntimeError(f"duplicate subject id {inst.id}")
-    REGISTRY[inst.id] = inst
-    return cls
+        A family whose endpoints are not called synchronously (async ones) overrides
+        this to run its own twins of the loops, with the same arguments and results,
+        inside its event loop."""
+        return LOOPS[op](ep, *args)
 
 
-def all_subjects() -> list[Subject]:
-    # Importing the modules registers their subjects, in a stable display order.
-    from . import subjects_stream  # noqa: F401  (import order = family order)
-    from . import subjects_queue  # noqa: F401
-    from . import subjects_shm  # noqa: F401
-    from . import csubjects  # noqa: F401
+def missing(names: tuple[str, ...]) -> Optional[str]:
+    """Why one of ``names`` (modules, or ``module.attribute``) is not there, or None."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+            continue
+        except ImportError:
+            pass
+        module, _, attr = name.rpartition(".")
+        try:
+            if module and hasattr(importlib.import_module(module), attr):
+                continue
+        except ImportError:
+            pass
+        if name.split(".")[0] == "ipckit":
+            return f"not in this version of ipckit ({name})"
+        return f"not installed (pip install 'ipckit[bench]' for {name})"
+    return None
 
-    families: list[str] = []
-    for s in REGISTRY.values():
-        if s.family not in families:
-            families.append(s.family)
-    rank = {"ipckit": 0, "raw": 1, "peer": 2, "c": 3}
-    return sorted(REGISTRY.values(), key=lambda s: (families.index(s.family), rank.get(s.group, 9)))
+
+# Message-size limits of the kernel queues, shared by their ipckit, raw and C subjects.
+
+
+def posix_mq_limit() -> int:
+    return machine.limit("mqueue.msgsize_max") or 8192
+
+
+def sysv_mq_limit() -> int:
+    return machine.limit("sysv.msgmax") or 8192
+
+
+def posix_mq_too_big(self: Any, size: int) -> Optional[str]:
+    limit = posix_mq_limit()
+    return f"POSIX mq message limit is {limit} B here (fs.mqueue.msgsize_max)" if size > limit else None
+
+
+def sysv_mq_too_big(self: Any, size: int) -> Optional[str]:
+    limit = sysv_mq_limit()
+    return f"SysV message limit is {limit} B here (kernel.msgmax)" if size > limit else None
 
 
 class Env:
@@ -241,7 +269,7 @@ class FramedFd:
 
     def send(self, data: Any) -> None:
         view = memoryview(data).cast("B")
-        parts = [_LEN.pack(len(view)), view]
+        parts: list[Any] = [_LEN.pack(len(view)), view]
         total = 8 + len(view)
         done = os.writev(self.wfd, parts)
         while done < total:  # rare: a signal interrupted a large write

@@ -10,46 +10,27 @@ import os
 import time
 from typing import Any, Optional
 
-from . import machine
-from .subjects import Ends, Subject, cross, register
+from .subjects import (
+    MAX_PAYLOAD, Ends, Subject, cross, posix_mq_limit, posix_mq_too_big, sysv_mq_limit, sysv_mq_too_big,
+)
 
-MAX_PAYLOAD = 1 << 20  # the largest size the suite sends
 _FORK = multiprocessing.get_context("fork")
-
-
-def _posix_limit() -> int:
-    return machine.limit("mqueue.msgsize_max") or 8192
-
-
-def _sysv_limit() -> int:
-    return machine.limit("sysv.msgmax") or 8192
-
-
-def _posix_too_big(self: Any, size: int) -> Optional[str]:
-    limit = _posix_limit()
-    return f"POSIX mq message limit is {limit} B here (fs.mqueue.msgsize_max)" if size > limit else None
-
-
-def _sysv_too_big(self: Any, size: int) -> Optional[str]:
-    limit = _sysv_limit()
-    return f"SysV message limit is {limit} B here (kernel.msgmax)" if size > limit else None
 
 
 # ---------------------------------------------------------------- POSIX
 
 
-@register
 class IpckitMqPosix(Subject):
     id, label, group, family = "ipckit.mq-posix", "ipckit MessageQueue posix", "ipckit", "mq-posix"
-    raw, c = "raw.mq-posix", "c.mq-posix"
-    too_big = _posix_too_big
+    raw = "raw.mq-posix"
+    too_big = posix_mq_too_big
 
     def setup(self, env: Any) -> Any:
         import ipckit
 
         queues = []
         for tag in ("ab", "ba"):
-            q = ipckit.MessageQueue.create(env.name(f"mq{tag}"), max_messages=10, max_message_size=_posix_limit())
+            q = ipckit.MessageQueue.create(env.name(f"mq{tag}"), max_messages=10, max_message_size=posix_mq_limit())
             env.on_cleanup(q.unlink)
             env.on_cleanup(q.close)
             queues.append(q)
@@ -60,10 +41,9 @@ class IpckitMqPosix(Subject):
         return Ends(tx.send, rx.recv)
 
 
-@register
 class RawMqPosix(Subject):
     id, label, group, family = "raw.mq-posix", "posix_ipc.MessageQueue", "raw", "mq-posix"
-    too_big = _posix_too_big
+    too_big = posix_mq_too_big
 
     def setup(self, env: Any) -> Any:
         import posix_ipc
@@ -71,7 +51,7 @@ class RawMqPosix(Subject):
         queues = []
         for tag in ("ab", "ba"):
             q = posix_ipc.MessageQueue(
-                env.name(f"mq{tag}"), posix_ipc.O_CREX, mode=0o600, max_messages=10, max_message_size=_posix_limit()
+                env.name(f"mq{tag}"), posix_ipc.O_CREX, mode=0o600, max_messages=10, max_message_size=posix_mq_limit()
             )
             env.on_cleanup(q.unlink)
             env.on_cleanup(q.close)
@@ -87,11 +67,10 @@ class RawMqPosix(Subject):
 # ---------------------------------------------------------------- SysV
 
 
-@register
 class IpckitMqSysv(Subject):
     id, label, group, family = "ipckit.mq-sysv", "ipckit MessageQueue sysv", "ipckit", "mq-sysv"
-    raw, c = "raw.mq-sysv", "c.mq-sysv"
-    too_big = _sysv_too_big
+    raw = "raw.mq-sysv"
+    too_big = sysv_mq_too_big
 
     def setup(self, env: Any) -> Any:
         import ipckit
@@ -110,10 +89,9 @@ class IpckitMqSysv(Subject):
         return Ends(tx.send, rx.recv)
 
 
-@register
 class RawMqSysv(Subject):
     id, label, group, family = "raw.mq-sysv", "sysv_ipc.MessageQueue", "raw", "mq-sysv"
-    too_big = _sysv_too_big
+    too_big = sysv_mq_too_big
 
     def setup(self, env: Any) -> Any:
         import sysv_ipc
@@ -121,7 +99,7 @@ class RawMqSysv(Subject):
         key = env.key(2)
         queues = []
         for k in (key, key + 1):
-            q = sysv_ipc.MessageQueue(k, sysv_ipc.IPC_CREX, mode=0o600, max_message_size=_sysv_limit())
+            q = sysv_ipc.MessageQueue(k, sysv_ipc.IPC_CREX, mode=0o600, max_message_size=sysv_mq_limit())
             env.on_cleanup(q.remove)
             queues.append(q)
         return tuple(queues)
@@ -145,10 +123,8 @@ def _create_shm_queue(name: str) -> Any:
         return ipckit.MessageQueue.create(name, backend="shm")
 
 
-@register
 class IpckitMqShm(Subject):
     id, label, group, family = "ipckit.mq-shm", "ipckit MessageQueue shm", "ipckit", "mq-shm"
-    c = "c.spin"
     note = "ring in POSIX shared memory with futex wake-ups; no raw equivalent (C: spin ring)"
 
     def setup(self, env: Any) -> Any:
@@ -168,7 +144,6 @@ class IpckitMqShm(Subject):
 # ---------------------------------------------------------------- peers
 
 
-@register
 class MpQueue(Subject):
     id, label, group, family = "mp.queue", "multiprocessing.Queue", "peer", "mq-shm"
     note = "maxsize=64; pickles in a feeder thread, so each message is copied to bytes first"
@@ -193,7 +168,6 @@ class MpQueue(Subject):
         return Ends(lambda m: put(bytes(m)), rx.get, close)
 
 
-@register
 class FasterFifo(Subject):
     id, label, group, family = "faster-fifo", "faster-fifo Queue", "peer", "mq-shm"
     requires = ("faster_fifo",)
@@ -214,7 +188,6 @@ def _count(config: Any) -> int:
     return n() if callable(n) else n
 
 
-@register
 class Iceoryx2(Subject):
     id, label, group, family = "iceoryx2", "iceoryx2 publish-subscribe", "peer", "mq-shm"
     requires = ("iceoryx2",)
@@ -290,7 +263,6 @@ class Iceoryx2(Subject):
         return ends
 
 
-@register
 class IpckitMqShmBatch(IpckitMqShm):
     id, label = "ipckit.mq-shm-batch", "ipckit MessageQueue shm, send_many/recv_many"
     metrics = ("throughput",)

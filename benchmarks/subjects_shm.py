@@ -21,8 +21,7 @@ import signal
 from typing import Any
 
 from .loops import stamp
-from .subjects import LATENCY, Ends, ShmSlots, Subject, register, slot_layout
-from .subjects_queue import MAX_PAYLOAD
+from .subjects import LATENCY, MAX_PAYLOAD, Ends, ShmSlots, Subject, slot_layout
 
 _FORK = multiprocessing.get_context("fork")
 LATENCY_SIZE = 64
@@ -39,10 +38,9 @@ def _slots(buf: Any, sems: list, role: str) -> ShmSlots:
 _INITIAL = (0, 1, 0, 1)  # full_ab, empty_ab, full_ba, empty_ba
 
 
-@register
 class IpckitShmSem(Subject):
     id, label, group, family = "ipckit.shm-sem", "ipckit SharedMemory + Semaphore", "ipckit", "shm-sem"
-    raw, c = "raw.shm-sem", "c.sem"
+    raw = "raw.shm-sem"
 
     def setup(self, env: Any) -> Any:
         import ipckit
@@ -64,7 +62,6 @@ class IpckitShmSem(Subject):
         return _slots(shm.buf, sems, role)
 
 
-@register
 class RawShmSem(Subject):
     id, label, group, family = "raw.shm-sem", "posix_ipc SharedMemory + Semaphore", "raw", "shm-sem"
 
@@ -89,7 +86,6 @@ class RawShmSem(Subject):
         return _slots(mapping, sems, role)
 
 
-@register
 class MpSharedMemory(Subject):
     id, label, group, family = "mp.shm-sem", "multiprocessing.shared_memory + Semaphore", "peer", "shm-sem"
     note = "created and unlinked by the parent only (Python's resource tracker unlinks what a process opens)"
@@ -118,7 +114,6 @@ class _SignalSubject(Subject):
         return None
 
 
-@register
 class IpckitSignal(_SignalSubject):
     id, label, group, family, raw = "ipckit.signal", "ipckit Signal (sigqueue payload)", "ipckit", "signal", "raw.signal"
     note = "SIGRTMIN with the sequence number as payload, collected with Signal.catch().wait()"
@@ -146,7 +141,6 @@ class IpckitSignal(_SignalSubject):
         return Ends(send, recv, stack.close)
 
 
-@register
 class RawSignal(_SignalSubject):
     id, label, group, family = "raw.signal", "os.kill + signal.sigwaitinfo", "raw", "signal"
     note = "no payload (the stdlib cannot queue or read one): counted; the last one is SIGRTMIN+1"

@@ -12,7 +12,7 @@ import socket
 from typing import Any, Optional
 
 from . import machine
-from .subjects import Ends, FramedFd, Subject, cross, register
+from .subjects import Ends, FramedFd, Subject, cross
 
 UDP_MAX = 65507  # 65535 - 8 (UDP header) - 20 (IPv4 header)
 _FORK = multiprocessing.get_context("fork")
@@ -26,9 +26,8 @@ def _dgram_limit() -> int:
 # ---------------------------------------------------------------- pipes
 
 
-@register
 class IpckitPipe(Subject):
-    id, label, group, family, raw, c = "ipckit.pipe", "ipckit Pipe", "ipckit", "pipe", "raw.pipe", "c.pipe"
+    id, label, group, family, raw = "ipckit.pipe", "ipckit Pipe", "ipckit", "pipe", "raw.pipe"
     note = "two one-way pipes (one per direction) for the ping-pong"
 
     def setup(self, env: Any) -> Any:
@@ -44,7 +43,6 @@ class IpckitPipe(Subject):
         return Ends(tx.writer.send, rx.reader.recv)
 
 
-@register
 class RawPipe(Subject):
     id, label, group, family = "raw.pipe", "os.pipe + framing", "raw", "pipe"
 
@@ -65,9 +63,8 @@ class RawPipe(Subject):
         return FramedFd(rx[0], tx[1])
 
 
-@register
 class IpckitDuplex(Subject):
-    id, label, group, family, raw, c = "ipckit.duplex", "ipckit Pipe.duplex", "ipckit", "duplex", "raw.socketpair", "c.unix"
+    id, label, group, family, raw = "ipckit.duplex", "ipckit Pipe.duplex", "ipckit", "duplex", "raw.socketpair"
 
     def setup(self, env: Any) -> Any:
         import ipckit
@@ -82,7 +79,6 @@ class IpckitDuplex(Subject):
         return Ends(end.send, end.recv)
 
 
-@register
 class RawSocketpair(Subject):
     id, label, group, family = "raw.socketpair", "socket.socketpair + framing", "raw", "duplex"
 
@@ -97,7 +93,6 @@ class RawSocketpair(Subject):
         return FramedFd(s.fileno(), s.fileno())
 
 
-@register
 class MpPipe(Subject):
     id, label, group, family = "mp.pipe", "multiprocessing.Pipe", "peer", "duplex"
     note = "send_bytes/recv_bytes (no pickling)"
@@ -166,15 +161,13 @@ class _RawStream(Subject):
         return FramedFd(s.fileno(), s.fileno(), s.close)
 
 
-@register
 class IpckitUnix(_IpckitStream):
-    id, label, family, raw, c = "ipckit.unix", "ipckit Socket unix://", "unix", "raw.unix", "c.unix"
+    id, label, family, raw = "ipckit.unix", "ipckit Socket unix://", "unix", "raw.unix"
 
     def address(self, env: Any) -> str:
         return "unix://" + env.path("ipckit.sock")
 
 
-@register
 class RawUnix(_RawStream):
     id, label, family = "raw.unix", "socket AF_UNIX + framing", "unix"
 
@@ -182,7 +175,6 @@ class RawUnix(_RawStream):
         return env.path("raw.sock")
 
 
-@register
 class IpckitTcp(_IpckitStream):
     id, label, family, raw = "ipckit.tcp", "ipckit Socket tcp://", "tcp", "raw.tcp"
 
@@ -190,7 +182,6 @@ class IpckitTcp(_IpckitStream):
         return "tcp://127.0.0.1:0"
 
 
-@register
 class RawTcp(_RawStream):
     id, label, family = "raw.tcp", "socket TCP + framing", "tcp"
     af = socket.AF_INET
@@ -262,7 +253,6 @@ class _RawDgram(Subject):
         return Ends(tx.send, lambda: view[: recv_into()], tx.close)
 
 
-@register
 class IpckitUdp(_IpckitDgram):
     id, label, family, raw = "ipckit.udp", "ipckit Socket udp://", "udp", "raw.udp"
     lossy = True
@@ -275,7 +265,6 @@ class IpckitUdp(_IpckitDgram):
         return f"a UDP datagram carries at most {UDP_MAX} bytes" if size > UDP_MAX else None
 
 
-@register
 class RawUdp(_RawDgram):
     id, label, family = "raw.udp", "socket UDP", "udp"
     af = socket.AF_INET
@@ -286,7 +275,6 @@ class RawUdp(_RawDgram):
         return ("127.0.0.1", 0)
 
 
-@register
 class IpckitUnixDgram(_IpckitDgram):
     id, label, family, raw = "ipckit.unixdgram", "ipckit Socket unix+dgram://", "unixdgram", "raw.unixdgram"
 
@@ -300,7 +288,6 @@ class IpckitUnixDgram(_IpckitDgram):
         return None
 
 
-@register
 class RawUnixDgram(_RawDgram):
     id, label, family = "raw.unixdgram", "socket AF_UNIX SOCK_DGRAM", "unixdgram"
     capacity = 256 * 1024
@@ -347,7 +334,6 @@ class _Zmq(Subject):
         return Ends(s.send, s.recv, close)
 
 
-@register
 class ZmqIpc(_Zmq):
     id, label, family = "zmq.ipc", "pyzmq ipc://", "unix"
 
@@ -355,7 +341,6 @@ class ZmqIpc(_Zmq):
         return "ipc://" + env.path("zmq.ipc")
 
 
-@register
 class ZmqTcp(_Zmq):
     id, label, family = "zmq.tcp", "pyzmq tcp://", "tcp"
 

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from ipckit_bench import cli, loops, report, runner, stats
-from ipckit_bench.subjects import all_subjects
+from ipckit_bench import cli, loops, registry, report, runner, stats
+from ipckit_bench.registry import all_subjects
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 STATUSES = {"ok", "n/a", "error", "interrupted"}
@@ -232,7 +232,7 @@ def _thr(subject, group, size, rate):
 def _doc(results, interrupted=False):
     from ipckit_bench import machine
 
-    runner.add_ratios(results, all_subjects())
+    runner.add_ratios(results)
     return report.document(machine.describe(["ipckit", "bench", "--test"]), runner.Config().as_dict(), results,
                            "2024-01-01T00:00:00", 1.5, interrupted)
 
@@ -240,7 +240,7 @@ def _doc(results, interrupted=False):
 def test_ratios_are_time_ratios():
     results = [_lat("ipckit.pipe", "ipckit", 30.0), _lat("raw.pipe", "raw", 20.0), _lat("c.pipe", "c", 10.0),
                _thr("ipckit.pipe", "ipckit", 64, 1000.0), _thr("raw.pipe", "raw", 64, 4000.0)]
-    runner.add_ratios(results, all_subjects())
+    runner.add_ratios(results)
     assert results[0]["vs_raw"] == pytest.approx(1.5)
     assert results[0]["vs_c"] == pytest.approx(3.0)
     assert results[3]["vs_raw"] == pytest.approx(4.0)  # 4x the time per message
@@ -281,16 +281,283 @@ def test_json_schema_roundtrip(tmp_path):
 def test_compare(tmp_path):
     old = _doc([_lat("ipckit.pipe", "ipckit", 20.0), _thr("ipckit.pipe", "ipckit", 64, 1000.0)])
     new = _doc([_lat("ipckit.pipe", "ipckit", 40.0), _thr("ipckit.pipe", "ipckit", 64, 4000.0)])
-    text = report.compare(old, new)
+    text = report.compare_text(report.compare(old, new))
     lines = [line for line in text.splitlines() if line.startswith("IPCKIT.PIPE")]
     assert "2.00x" in lines[0] and "slower" in lines[0]
     assert "0.25x" in lines[1] and "faster" in lines[1]
+    assert "No vs-raw ratio grew" in text  # no raw twin in these runs: nothing to flag
     report.dump_json(old, str(tmp_path / "a.json"))
     report.dump_json(new, str(tmp_path / "b.json"))
     proc = subprocess.run([sys.executable, "-m", "ipckit", "bench", "--compare", str(tmp_path / "a.json"),
                            str(tmp_path / "b.json")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "slower" in proc.stdout
+
+
+# ------------------------------------------------------------------ summary line and --compare flags
+
+
+def _rated(subject, metric, size, placement, vs_raw, label=None):
+    """An ok ipckit row with a given vs-raw ratio (the values behind it do not matter here)."""
+    row = _lat(subject, "ipckit", 10.0) if metric == "latency" else _thr(subject, "ipckit", size, 1000.0)
+    row.update(placement=placement, vs_raw=vs_raw, vs_c=None, label=label or subject.upper())
+    return row
+
+
+def _synthetic(rows):
+    from ipckit_bench import machine
+
+    return report.document(machine.describe(["ipckit", "bench", "--test"]), runner.Config().as_dict(), rows,
+                           "2024-01-01T00:00:00", 1.5, False)
+
+
+def test_summary_names_the_worst_vs_raw_ratio_of_any_metric_and_placement():
+    rows = [
+        _rated("ipckit.pipe", "latency", 64, "cross", 1.10),
+        _rated("ipckit.pipe", "throughput", 4096, "cross", 1.30),
+        _rated("ipckit.signal", "latency", 64, "cross", 0.90, label="ipckit Signal"),
+        _rated("ipckit.mq-sysv", "throughput", 64, "same", 1.64, label="ipckit MessageQueue sysv"),
+        _rated("ipckit.mq-sysv", "latency", 64, "same", 1.21, label="ipckit MessageQueue sysv"),
+        _row("ipckit.udp", "ipckit", "latency", 64, status="error", reason="Boom"),  # no ratio: not counted
+        _lat("raw.pipe", "raw", 10.0),  # raw rows have no vs raw
+    ]
+    s = report.summary(rows)
+    assert (s["subject"], s["metric"], s["size"], s["placement"]) == ("ipckit.mq-sysv", "throughput", 64, "same")
+    assert s["vs_raw"] == pytest.approx(1.64)
+    assert (s["ratios"], s["over_target"]) == (5, 3)  # 1.30, 1.64, 1.21 are over 1.2x
+    line = report.summary_line(s)
+    assert line == ("Worst vs raw: 1.64x, ipckit MessageQueue sysv, throughput 64B, same-CPU; "
+                    "3 of 5 vs-raw ratios above 1.2x")
+    doc = _synthetic(rows)
+    assert doc["summary"] == s  # and it is saved in the JSON
+    assert report.render_text(doc).rstrip().splitlines()[-1] == line  # the text report ends with it
+    assert f"**{line}**" in report.render_markdown(doc)
+
+
+def test_summary_without_any_raw_twin():
+    doc = _synthetic([_lat("raw.pipe", "raw", 10.0), _lat("c.pipe", "c", 5.0)])
+    assert doc["summary"] is None
+    assert "Worst vs raw: none measured" in report.render_text(doc)
+
+
+def test_summary_from_the_run_matches_add_ratios():
+    rows = [_lat("ipckit.pipe", "ipckit", 30.0), _lat("raw.pipe", "raw", 20.0),
+            _thr("ipckit.pipe", "ipckit", 64, 1000.0), _thr("raw.pipe", "raw", 64, 4000.0)]
+    s = _doc(rows)["summary"]  # _doc runs add_ratios: latency 1.5x, throughput 4x
+    assert (s["subject"], s["metric"], s["vs_raw"]) == ("ipckit.pipe", "throughput", pytest.approx(4.0))
+
+
+def _pair_of_runs(old_new):
+    """Two runs with the given (old, new) vs-raw ratio per ipckit row."""
+    keys = [("ipckit.pipe", "latency", 64, "cross"), ("ipckit.pipe", "throughput", 4096, "cross"),
+            ("ipckit.unix", "latency", 64, "cross"), ("ipckit.unix", "latency", 64, "same"),
+            ("ipckit.tcp", "throughput", 64, "cross")]
+    old = _synthetic([_rated(*k, o) for k, (o, _) in zip(keys, old_new)])
+    new = _synthetic([_rated(*k, n) for k, (_, n) in zip(keys, old_new)])
+    return old, new
+
+
+def test_compare_flags_vs_raw_growth_over_ten_percent():
+    old, new = _pair_of_runs([
+        (1.00, 1.12),  # +12 %: flagged
+        (1.00, 1.09),  # +9 %: not flagged
+        (2.00, 1.20),  # better: not flagged
+        (0.50, 0.56),  # +12 % while still far under 1x: flagged, growth is what counts
+        (1.50, 1.50),  # same
+    ])
+    cmp = report.compare(old, new)
+    flagged = [(c.new["subject"], c.new["metric"], c.new["placement"]) for c in cmp.flagged]
+    assert flagged == [("ipckit.pipe", "latency", "cross"), ("ipckit.unix", "latency", "same")]
+    assert [c.ratio_growth for c in cmp.changes] == pytest.approx([1.12, 1.09, 0.6, 1.12, 1.0])
+    text = report.compare_text(cmp)
+    assert "FLAGGED: 2 vs-raw ratio(s) grew by more than 10%" in text
+    assert "IPCKIT.PIPE (latency 64B, cross-CPU: 1.00x -> 1.12x)" in text
+    pipe_lines = [line for line in text.splitlines() if line.startswith("IPCKIT.PIPE")]
+    assert "vs raw +12%" in pipe_lines[0] and "vs raw" not in pipe_lines[1].split("->")[-1]
+    assert "Old: Worst vs raw: 2.00x" in text and "New: Worst vs raw: 1.50x" in text
+    assert "**FLAGGED: 2" in report.compare_markdown(cmp)
+
+
+def test_compare_does_not_flag_rows_without_a_ratio_on_both_sides():
+    old, new = _pair_of_runs([(None, 1.5), (1.0, None), (1.0, 1.0), (1.0, 1.0), (1.0, 1.0)])
+    new["results"][2].update(status="error", reason="Boom")  # vs raw 1.0 -> error
+    cmp = report.compare(old, new)
+    assert cmp.flagged == []
+    assert "No vs-raw ratio grew by more than 10%." in report.compare_text(cmp)
+
+
+@pytest.mark.parametrize("grow, status", [(1.2, 1), (1.05, 0)])
+def test_compare_exit_status_of_two_files(tmp_path, grow, status):
+    old, new = _pair_of_runs([(1.0, grow)] * 5)
+    report.dump_json(old, str(tmp_path / "old.json"))
+    report.dump_json(new, str(tmp_path / "new.json"))
+    proc = subprocess.run([sys.executable, "-m", "ipckit", "bench", "--compare", str(tmp_path / "old.json"),
+                           str(tmp_path / "new.json")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == status, proc.stdout + proc.stderr
+    assert ("FLAGGED: 5" in proc.stdout) == bool(status)
+    assert "\x1b[" not in proc.stdout  # a pipe gets plain text
+
+
+@pytest.mark.parametrize("old_ratio, status", [(1e-9, 1), (1e9, 0)])
+def test_compare_a_new_run_with_an_old_file(tmp_path, old_ratio, status):
+    # An old run whose ratio no real run can go under (or over): the outcome does not depend on timing.
+    old = _synthetic([_rated("ipckit.pipe", "latency", 64, "cross", old_ratio)])
+    report.dump_json(old, str(tmp_path / "old.json"))
+    cmd = [sys.executable, "-m", "ipckit", "bench", "--only", "ipckit.pipe,raw.pipe", "--iterations", "3",
+           "--repeats", "1", "--sizes", "64", "--no-save", "--no-progress", "--compare", str(tmp_path / "old.json")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == status, proc.stdout + proc.stderr
+    assert "Round-trip latency" in proc.stdout and "Comparison" in proc.stdout
+    assert ("FLAGGED: 1 vs-raw" in proc.stdout) == bool(status)
+
+
+def test_compare_rejects_bad_arguments(tmp_path):
+    base = [sys.executable, "-m", "ipckit", "bench", "--compare"]
+    (tmp_path / "x.json").write_text("[]")
+    for extra, code in ((["a", "b", "c"], 2), ([str(tmp_path / "x.json")], 2), ([str(tmp_path / "missing.json")], 2)):
+        proc = subprocess.run(base + extra, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == code, proc.stderr
+
+
+# ------------------------------------------------------------------ registry and imports
+
+
+def test_registry_is_consistent_and_ordered():
+    registry.check()
+    subjects = all_subjects()
+    families = [f.id for f in registry.FAMILIES]
+    ranks = [families.index(s.family) for s in subjects]
+    assert ranks == sorted(ranks)  # rows come family by family, in the declared order
+    ids = {s.id for s in subjects}
+    for s in subjects:
+        assert s.raw is None or s.raw in ids
+        if s.group == "ipckit" and registry.family(s.family).c:
+            assert s.c == registry.family(s.family).c  # the family's C limit, filled in
+    assert [s.id for s in subjects if s.family == "mq-posix"] == ["ipckit.mq-posix", "raw.mq-posix", "c.mq-posix"]
+
+
+def test_registry_check_rejects_bad_references():
+    from ipckit_bench.subjects import Subject
+
+    class Stray(Subject):
+        id, label, group, family, raw = "ipckit.stray", "stray", "ipckit", "no-such-family", "raw.nothing"
+
+    with pytest.raises(ValueError) as err:
+        registry.check(registry.FAMILIES, registry.SUBJECTS + (Stray,))
+    assert "ipckit.stray: unknown family 'no-such-family'" in str(err.value)
+    assert "ipckit.stray: raw 'raw.nothing' is not a registered subject" in str(err.value)
+    with pytest.raises(ValueError, match="duplicate subject ipckit.pipe"):
+        registry.check(registry.FAMILIES, registry.SUBJECTS + (registry.SUBJECTS[0],))
+    bad_family = registry.Family("pipe2", "x", baselines=("mp.nothing",))
+    with pytest.raises(ValueError, match="family pipe2"):
+        registry.check(registry.FAMILIES + (bad_family,), registry.SUBJECTS)
+
+
+def test_family_availability_sizes_and_baselines():
+    from ipckit_bench.subjects import Subject
+
+    class A(Subject):
+        id, label, group, family = "ipckit.a", "A", "ipckit", "fam"
+
+    class B(Subject):
+        id, label, group, family = "peer.b", "B", "peer", "fam"
+
+    fam = registry.Family("fam", "test family", baselines=("peer.b",), sizes=(64, 1 << 26))
+    gone = registry.Family("gone", "needs a module", requires=("no_such_module_here",))
+    subjects = registry.all_subjects((fam, gone), (A, B))
+    assert [s.id for s in subjects] == ["ipckit.a", "peer.b"]
+    assert subjects[0].baselines == ("peer.b",) and subjects[1].baselines == ()  # ipckit rows only
+    assert "not installed" in gone.unavailable()
+    cfg = runner.Config()
+    assert [(t.metric, t.size) for t in runner.plan(cfg, subjects[:1])] == [
+        ("latency", 64), ("throughput", 64), ("throughput", 1 << 26)]
+    # The ratios against a baseline land in vs_baselines, and the ratio table shows them.
+    rows = [_lat("ipckit.a", "ipckit", 30.0), _lat("peer.b", "peer", 60.0)]
+    for r, s in zip(rows, subjects):
+        r.update(family="fam", raw=None, c=None, baselines=list(s.baselines), label=s.label)
+    runner.add_ratios(rows)
+    assert rows[0]["vs_baselines"] == {"peer.b": pytest.approx(0.5)}
+    text = report.render_text(_synthetic(rows))
+    assert any(line.split()[:3] == ["A", "B", "0.50x"] for line in text.splitlines())
+
+
+def test_no_import_cycles():
+    code = """if True:
+        import sys
+        import ipckit_bench.cli, ipckit_bench.registry
+        assert "ipckit._cli" not in sys.modules, "the bench imports the CLI"
+        import ipckit._cli
+        """
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    code = "import sys, ipckit._cli; assert 'ipckit_bench' not in sys.modules, 'the CLI imports the bench eagerly'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_subject_modules_import_only_the_base():
+    import ast
+    import pathlib
+
+    import ipckit_bench
+
+    here = pathlib.Path(ipckit_bench.__file__).parent
+    for name in ("subjects_stream", "subjects_queue", "subjects_shm", "csubjects"):
+        tree = ast.parse((here / f"{name}.py").read_text())
+        local = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:  # from .x import y / from . import x
+                local |= {node.module} if node.module else {alias.name for alias in node.names}
+        assert local <= {"subjects", "loops", "machine"}, (name, local)
+
+
+# ------------------------------------------------------------------ progress
+
+
+def _progress_tasks():
+    subjects = runner.select(all_subjects(), "ipckit.pipe,raw.mq-posix")
+    cfg = runner.Config(sizes=(64, 1 << 20), repeats=2)
+    return cfg, runner.plan(cfg, subjects)
+
+
+def test_progress_plain_lines_when_not_a_terminal():
+    import io
+
+    from rich.console import Console
+
+    cfg, tasks = _progress_tasks()
+    buf = io.StringIO()
+    progress = runner.Progress(tasks, cfg, console=Console(file=buf, force_terminal=False))
+    assert not progress.live
+    progress.start()
+    for task in tasks:
+        progress.begin(task)
+        for i in range(cfg.repeats):
+            progress.repeat(i + 1)
+        progress.end()
+    progress.finish()
+    lines = buf.getvalue().splitlines()
+    assert lines[0] == "[1/6] ipckit Pipe, cross"  # one line per subject and placement
+    assert lines[1].startswith("[4/6] posix_ipc.MessageQueue, cross") and len(lines) == 2
+    assert "\x1b" not in buf.getvalue()
+    # 1 MiB on a POSIX queue cannot run here: it weighs nothing in the time left.
+    assert progress.weights[-1] == 0.0 and all(w > 0 for w in progress.weights[:3])
+
+
+def test_progress_live_display_on_a_terminal():
+    import io
+
+    from rich.console import Console
+
+    cfg, tasks = _progress_tasks()
+    buf = io.StringIO()
+    progress = runner.Progress(tasks, cfg, console=Console(file=buf, force_terminal=True, width=120))
+    assert progress.live
+    progress.start()
+    progress.begin(tasks[1])
+    progress.repeat(1)
+    shown = buf.getvalue()
+    progress.finish()
+    assert "ipckit.pipe throughput 64B cross" in shown and "repeat 2/2" in shown and "1/6" in shown
+    assert not progress._bar.live.is_started  # stopped: nothing left running
 
 
 # ------------------------------------------------------------------ end to end
@@ -323,10 +590,13 @@ def test_smoke_every_subject(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Round-trip latency" in proc.stdout
+    assert "\x1b[" not in proc.stdout + proc.stderr  # piped: plain text, no colour or cursor codes
+    assert proc.stdout.rstrip().splitlines()[-1].startswith("Worst vs raw: ")
     assert not (tmp_path / cli.RESULTS_DIR).exists()  # explicit paths replace the default
 
     doc = report.load_json(str(out_json))
     assert doc["schema"] == report.SCHEMA and doc["complete"] is True
+    assert doc["summary"] == report.summary(doc["results"]) and doc["summary"]["ratios"] > 0
     assert doc["config"]["sizes"] == [64, 4096, 65536, 1 << 20]
     results = doc["results"]
     # Every subject appears with a latency row and a row per size: nothing silently dropped.

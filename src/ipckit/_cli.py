@@ -31,9 +31,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rm.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     sub.add_parser("bench", help="benchmark every primitive on this host (ipckit bench --help)", add_help=False)
     if args[:1] == ["bench"]:
-        from ipckit_bench.cli import main as bench_main
-
-        return bench_main(args[1:])
+        return _bench(args[1:])
     ns = parser.parse_args(args)
     if ns.command == "info":
         from ._info import main as info_main
@@ -45,6 +43,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _rm(parser, ns)
     parser.print_help()
     return 0 if ns.command is None and not args else 2
+
+
+def _bench(args: list[str]) -> int:
+    # Imported here, not at the top: the suite is a separate package (ipckit_bench) with
+    # heavier dependencies (the bench extra), and it never imports this module back.
+    try:
+        from ipckit_bench.cli import main as bench_main
+    except ImportError as exc:
+        if exc.name not in ("rich", "numpy", "ipckit_bench"):
+            raise
+        print(f"ipckit bench needs the bench extra: pip install 'ipckit[bench]' ({exc.name} is missing)",
+              file=sys.stderr)
+        return 2
+    return bench_main(args)
 
 
 def _matching(orphaned: bool, prefix: str) -> list[Any]:
