@@ -63,8 +63,8 @@ FAMILIES: tuple[Family, ...] = (
     # Coming with ipckit.aio (issue 10): asyncio and trio round trips. Subjects:
     # ipckit.aio Socket unix / Pipe.duplex / shm queue under asyncio and under trio,
     # raw twin asyncio.open_unix_connection; baselines the sync ipckit call plus the
-    # loop's cost, and pyzmq.asyncio ipc://. Their endpoints are awaited: see
-    # Subject.drive and benchmarks/README.md.
+    # loop's cost, and pyzmq.asyncio ipc://. Each is a subjects.AsyncSubject (an
+    # ``aopen`` coroutine and a ``backend``; aloops.py has the loops).
     Family("aio", "async round trips (asyncio, trio)", requires=("ipckit.aio",)),
     # Coming with ipckit.Queue (issue 11): Python objects. Subjects: ipckit.Queue,
     # ipckit.SimpleQueue, multiprocessing.Queue / SimpleQueue, faster-fifo; small

@@ -84,10 +84,60 @@ class Subject:
     def drive(self, ep: Any, op: str, args: tuple) -> Any:
         """Run measuring loop ``op`` (a key of LOOPS) on endpoint ``ep``, in the child.
 
-        A family whose endpoints are not called synchronously (async ones) overrides
-        this to run its own twins of the loops, with the same arguments and results,
-        inside its event loop."""
+        ``AsyncSubject`` overrides this to run the async twins of the loops, with the
+        same arguments and results, inside its event loop."""
         return LOOPS[op](ep, *args)
+
+
+class AsyncSubject(Subject):
+    """A subject whose endpoint is awaited (the ``aio`` family's base).
+
+    ``aopen(spec, role, peer_pid)`` is a coroutine returning an endpoint with
+    ``async send(data)``, ``async recv()`` and optionally ``async aclose()``. Each
+    child keeps one event loop of ``backend`` (``"asyncio"`` or ``"trio"``) for the
+    endpoint's whole life, in an anyio blocking portal (a thread running the loop):
+    ``open`` starts it and opens the endpoint inside it, ``drive`` runs the async
+    twin of each loop (aloops.py) there, the endpoint's ``close`` closes both. The
+    main thread only waits for each command's result: one thread hand-off per
+    command, none per message.
+    """
+
+    backend: ClassVar[str] = "asyncio"
+    requires = ("anyio",)
+
+    async def aopen(self, spec: Any, role: str, peer_pid: int) -> Any:
+        raise NotImplementedError
+
+    def open(self, spec: Any, role: str, peer_pid: int) -> "PortalEnds":
+        return PortalEnds(self.backend, self.aopen, spec, role, peer_pid)
+
+    def drive(self, ep: Any, op: str, args: tuple) -> Any:
+        from . import aloops
+
+        return ep.portal.call(aloops.LOOPS[op], ep.inner, *args)
+
+
+class PortalEnds:
+    """An async endpoint (``inner``) and the event loop it lives in (``portal``), from a sync caller."""
+
+    def __init__(self, backend: str, aopen: Callable[..., Any], *args: Any) -> None:
+        import anyio.from_thread
+
+        self._cm = anyio.from_thread.start_blocking_portal(backend)
+        self.portal = self._cm.__enter__()
+        try:
+            self.inner = self.portal.call(aopen, *args)
+        except BaseException:
+            self._cm.__exit__(None, None, None)
+            raise
+
+    def close(self) -> None:
+        try:
+            aclose = getattr(self.inner, "aclose", None)
+            if aclose is not None:
+                self.portal.call(aclose)
+        finally:
+            self._cm.__exit__(None, None, None)
 
 
 def missing(names: tuple[str, ...]) -> Optional[str]:

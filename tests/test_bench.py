@@ -509,6 +509,125 @@ def test_subject_modules_import_only_the_base():
         assert local <= {"subjects", "loops", "machine"}, (name, local)
 
 
+# ------------------------------------------------------------------ async subjects (the aio family's base)
+
+
+class _AsyncLoopback:
+    """An async endpoint in one process: what is sent is received (copied), optionally corrupted."""
+
+    def __init__(self, corrupt_at=None):
+        import collections
+
+        self.q = collections.deque()
+        self.corrupt_at, self.count, self.closed = corrupt_at, 0, False
+
+    async def send(self, data):
+        import anyio
+
+        msg = bytearray(data)
+        if self.count == self.corrupt_at:
+            msg[-1] ^= 0xFF
+        self.count += 1
+        self.q.append(msg)
+        await anyio.sleep(0)  # a real scheduling point, as an IPC call would have
+
+    async def recv(self):
+        return memoryview(self.q.popleft())
+
+    async def aclose(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_async_subject_runs_the_async_loops_in_its_event_loop(backend):
+    pytest.importorskip(backend)
+    from ipckit_bench.subjects import AsyncSubject
+
+    seen = {}
+
+    class Loop(AsyncSubject):
+        async def aopen(self, spec, role, peer_pid):
+            import sniffio
+
+            seen["library"] = sniffio.current_async_library()
+            return _AsyncLoopback(corrupt_at=spec)
+
+    Loop.backend = backend
+    ep = Loop().open(None, "a", 0)
+    try:
+        assert seen["library"] == backend
+        samples = Loop().drive(ep, "ping", (64, 0.0, 20, 20, 5))
+        assert len(samples) == 20 and all(t > 0 for t in samples)
+        for size in (64, 8192):
+            t0, sent = Loop().drive(ep, "send", (size, 0.0, 300, 300, False, 5 << 40))
+            t1, received, lost = Loop().drive(ep, "recv", (size, False, 5 << 40))
+            assert (sent, received, lost) == (300, 300, 0) and t1 >= t0 and not ep.inner.q
+    finally:
+        ep.close()
+    assert ep.inner.closed
+    bad = Loop().open(123, "a", 0)
+    try:
+        Loop().drive(bad, "send", (64, 0.0, 300, 300))
+        with pytest.raises(loops.IntegrityError):
+            Loop().drive(bad, "recv", (64,))
+    finally:
+        bad.close()
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_async_subject_across_processes(backend):
+    """A pair of real children, each with its event loop, through the runner's own Pair."""
+    import socket
+
+    pytest.importorskip(backend)
+    anyio_abc = pytest.importorskip("anyio.abc")
+    if not hasattr(anyio_abc.SocketStream, "from_socket"):
+        pytest.skip("anyio too old for SocketStream.from_socket")
+    from ipckit_bench.subjects import AsyncSubject
+
+    class Framed:
+        def __init__(self, stream):
+            from anyio.streams.buffered import BufferedByteReceiveStream
+
+            self.stream, self.reader = stream, BufferedByteReceiveStream(stream)
+
+        async def send(self, data):
+            await self.stream.send(len(data).to_bytes(8, "little") + bytes(data))
+
+        async def recv(self):
+            n = int.from_bytes(await self.reader.receive_exactly(8), "little")
+            return await self.reader.receive_exactly(n)
+
+        async def aclose(self):
+            await self.stream.aclose()
+
+    class SocketPairSubject(AsyncSubject):
+        id, label, group, family = "test.async", "test async socketpair", "peer", "test"
+
+        def setup(self, env):
+            return socket.socketpair()
+
+        async def aopen(self, spec, role, peer_pid):
+            return Framed(await anyio_abc.SocketStream.from_socket(spec[0] if role == "a" else spec[1]))
+
+    SocketPairSubject.backend = backend
+    subject = SocketPairSubject()
+    spec = subject.setup(None)
+    pair = runner.Pair(subject, spec, (None, None), timeout=30)
+    children = list(pair.procs)
+    try:
+        samples, echoed = pair.run(("ping", 64, 0.0, 50, 50, 5), ("echo", 64), 30)
+        assert len(samples) == 50 and echoed == 55
+        (t0, sent), (t1, received, lost) = pair.run(("send", 4096, 0.0, 500, 500, False, 1 << 40),
+                                                     ("recv", 4096, False, 1 << 40), 30)
+        assert sent == received == 500 and lost == 0
+    finally:
+        pair.close()
+        for sock in spec:
+            sock.close()
+    assert [p.exitcode for p in children] == [0, 0]  # both closed their endpoint and loop, and exited
+
+
 # ------------------------------------------------------------------ progress
 
 
