@@ -20,13 +20,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     info = sub.add_parser("info", help="print this host's IPC limits and which ipckit features work here")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     ls = sub.add_parser("ls", help="list named IPC objects (POSIX shm, semaphores, queues; SysV) and who uses them")
-    ls.add_argument("--orphaned", action="store_true", help="only objects no live process uses")
+    ls.add_argument("--orphaned", action="store_true",
+                    help="only objects proven orphaned: every process that could use them was inspected and none does")
     ls.add_argument("--prefix", default="", help="only POSIX names starting with this (e.g. /myapp-)")
     ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
     rm = sub.add_parser("rm", help="remove named IPC objects by POSIX name or SysV key, or every orphan under a prefix")
     rm.add_argument("targets", nargs="*", metavar="NAME|KEY", help="a POSIX name such as /jobs, or a SysV key (1234, 0x4d2)")
     rm.add_argument("--kind", choices=KINDS, help="only objects of this kind")
-    rm.add_argument("--orphaned", action="store_true", help="remove every orphaned object whose POSIX name starts with --prefix")
+    rm.add_argument("--orphaned", action="store_true",
+                    help="remove every object proven orphaned whose POSIX name starts with --prefix (never one whose state is unknown)")
     rm.add_argument("--prefix", default="", help="with --orphaned: the name prefix (required, e.g. /myapp-)")
     rm.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     sub.add_parser("bench", help="benchmark every primitive on this host (ipckit bench --help)", add_help=False)
@@ -59,34 +61,73 @@ def _bench(args: list[str]) -> int:
     return bench_main(args)
 
 
-def _matching(orphaned: bool, prefix: str) -> list[Any]:
-    from ._leftovers import list_objects
+def _printable(text: object) -> str:
+    """*text* safe to print: a name in /dev/shm may hold any byte (newlines, terminal
+    escapes, bytes that are not UTF-8). Backslashes, unprintable characters and
+    undecodable bytes (surrogate escapes) are written as backslash escapes."""
+    text = str(text)
+    if text.isprintable() and "\\" not in text:
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte os.listdir could not decode
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch.isprintable():
+            out.append(ch)
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        else:
+            out.append(f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
 
-    found = list_objects()
-    if prefix:
-        found = [o for o in found if isinstance(o.name, str) and o.name.startswith(prefix)]
-    if orphaned:
-        found = [o for o in found if o.orphaned]
-    return found
+
+def _label(o: Any) -> str:
+    return f"{o.kind} {_printable(o.name) if isinstance(o.name, str) else hex(o.name)}"
+
+
+def _matching(orphaned: bool, prefix: str) -> tuple[list[Any], list[Any]]:
+    """(objects matching, unknown objects --orphaned left out)."""
+    from ._leftovers import ORPHANED, UNKNOWN, list_objects
+
+    found = list_objects(prefix)
+    if not orphaned:
+        return found, []
+    return [o for o in found if o.state == ORPHANED], [o for o in found if o.state == UNKNOWN]
+
+
+def _note_unknown(command: str, unknown: list[Any], verb: str) -> None:
+    if not unknown:
+        return
+    reasons = sorted({o.why for o in unknown})
+    print(f"ipckit {command}: {len(unknown)} object(s) {verb}: whether they are in use is unknown ({'; '.join(reasons)})",
+          file=sys.stderr)
 
 
 def _ls(orphaned: bool, prefix: str, as_json: bool) -> int:
-    found = _matching(orphaned, prefix)
+    found, unknown = _matching(orphaned, prefix)
     if as_json:
         import json
 
         print(json.dumps([o.as_dict() for o in found], indent=2))
+        _note_unknown("ls", unknown, "not listed")
         return 0
-    rows = [("KIND", "NAME", "SIZE", "OWNER", "MODE", "USED BY", "DETAIL")]
+    rows = [("KIND", "NAME", "SIZE", "OWNER", "MODE", "STATE", "USED BY", "DETAIL")]
     for o in found:
-        name = o.name if isinstance(o.name, str) else f"{o.name:#x} (id {o.ident})"
-        used = ",".join(map(str, o.users)) if o.users else "-  (orphaned)"
-        rows.append((o.kind, name, str(o.size), o.owner, f"{o.mode:04o}", used, o.detail))
+        name = _printable(o.name) if isinstance(o.name, str) else f"{o.name:#x} (id {o.ident})"
+        used = ",".join(map(str, o.users)) if o.users else "-"
+        rows.append((o.kind, name, str(o.size), _printable(o.owner), f"{o.mode:04o}", o.state.replace("-", " "), used,
+                     _printable(o.detail)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     if len(rows) == 1:
         print("(no named IPC objects" + (" matching" if orphaned or prefix else "") + ")")
+    for why in sorted({o.why for o in found if o.orphaned is None}):
+        print(f"unknown: {why}")
+    _note_unknown("ls", unknown, "not listed")
     return 0
 
 
@@ -110,33 +151,37 @@ def _rm(parser: argparse.ArgumentParser, ns: argparse.Namespace) -> int:
 
     if ns.orphaned == bool(ns.targets):
         parser.error("rm takes either NAME|KEY arguments or --orphaned --prefix PREFIX")
+    missing: list[str] = []
+    unknown: list[Any] = []
     if ns.orphaned:
         if not ns.prefix.startswith("/") or len(ns.prefix) < 2:
             parser.error("rm --orphaned needs --prefix naming the program's objects, e.g. --prefix /myapp-")
-        victims = _matching(True, ns.prefix)
+        victims, unknown = _matching(True, ns.prefix)
     else:
         try:
             wanted = [_parse_target(t) for t in ns.targets]
         except (TypeError, ValueError) as exc:
             parser.error(str(exc))
-        objects = list_objects()
+        objects = list_objects(inspect=False)  # named explicitly: removed whether in use or not
         victims = [o for o in objects if o.name in wanted]
         missing = [t for t, w in zip(ns.targets, wanted) if not any(o.name == w for o in victims)]
         for t in missing:
-            print(f"ipckit rm: no IPC object named {t}", file=sys.stderr)
+            print(f"ipckit rm: no IPC object named {_printable(t)}", file=sys.stderr)
     if ns.kind:
         victims = [o for o in victims if o.kind == ns.kind]
+        unknown = [o for o in unknown if o.kind == ns.kind]
     status = 1 if not ns.orphaned and (missing or not victims) else 0
     for o in victims:
-        label = f"{o.kind} {o.name if isinstance(o.name, str) else hex(o.name)}"
         if ns.dry_run:
-            print(f"would remove {label}")
+            print(f"would remove {_label(o)}")
             continue
         try:
             remove(o)
         except IPCError as exc:
-            print(f"ipckit rm: {label}: {exc}", file=sys.stderr)
+            print(f"ipckit rm: {_label(o)}: {_printable(exc)}", file=sys.stderr)
             status = 1
         else:
-            print(f"removed {label}")
+            print(f"removed {_label(o)}")
+    for o in unknown:
+        print(f"kept {_label(o)}: unknown whether it is in use ({o.why})")
     return status
