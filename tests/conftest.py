@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
-from ipckit import testing
+from ipckit import _procfs, testing
 
 _SESSION_PREFIX = f"ipckit-t{os.getpid()}"
 _SESSION_KEYBASE = secrets.randbelow(0x6FFF) + 0x1000
@@ -38,9 +38,10 @@ os.environ[testing.KEYBASE_ENV] = str(_SESSION_KEYBASE)
 
 def _mqueue_names() -> set[str]:
     """POSIX queue names, read from an mqueue mount (made here if none exists)."""
-    for mount in ("/dev/mqueue",):
-        if os.path.isdir(mount) and os.path.ismount(mount):
-            return set(os.listdir(mount))
+    # Not any mqueue mount (_procfs.mqueue_mount): another program's private one may
+    # be unmounted between finding and listing it, which would look like no queues.
+    if _procfs.is_mount("/dev/mqueue", "mqueue"):
+        return set(os.listdir("/dev/mqueue"))
     return set(_private_mqueue_listing())
 
 
@@ -60,14 +61,7 @@ def _private_mqueue_listing() -> list[str]:
 
 
 def _sysv_rows() -> set[tuple[str, int, int]]:
-    rows = set()
-    for kind in ("msg", "sem", "shm"):
-        with contextlib.suppress(OSError), open(f"/proc/sysvipc/{kind}") as f:
-            next(f)
-            for line in f:
-                fields = line.split()
-                rows.add((kind, int(fields[0]) & 0xFFFFFFFF, int(fields[1])))
-    return rows
+    return {(kind, row["key"], row[_procfs.SYSVIPC_ID[kind]]) for kind in ("msg", "sem", "shm") for row in _procfs.sysvipc_rows(kind)}
 
 
 def snapshot() -> dict[str, set]:

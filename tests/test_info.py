@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 
-from ipckit import _info
+from ipckit import _info, _procfs
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -62,7 +62,13 @@ def test_json_report_matches_the_kernel() -> None:
 
 
 def test_unreadable_values_show_as_question_marks(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(_info, "_read_proc", lambda path: None)
-    text = _info.render(_info.collect())
-    assert "POSIX mqueue msg_max" in text and "?" in text
+    # What a container with a partial /proc looks like to the one /proc reader.
+    monkeypatch.setattr(_procfs, "read_int", lambda path: None)
+    monkeypatch.setattr(_procfs, "read_ints", lambda path: None)
+    info = _info.collect()
+    assert info["limits"]["mqueue_msg_max"] is None and info["limits"]["sysv_sem"] is None
+    assert info["limits"]["pipe_buf"] == select.PIPE_BUF  # not from /proc: still there
+    lines = {line.split("  ")[1].strip(): line for line in _info.render(info).splitlines() if line.startswith("  ")}
+    assert lines["POSIX mqueue msg_max"].split()[-1] == "?"
+    assert lines["SysV sem (semmsl semmns semopm semmni)"].split()[-1] == "?"
     assert _info.main([]) == 0

@@ -1,7 +1,8 @@
 """``ipckit info``: this host's IPC limits and which ipckit features work here.
 
-Every value is read, not assumed; a value that cannot be read shows as ``?`` (and is
-``null`` in ``--json``), so the command works in containers with a partial /proc.
+Every value is read (through ``_procfs``), not assumed; a value that cannot be read
+shows as ``?`` (and is ``null`` in ``--json``), so the command works in containers
+with a partial /proc.
 """
 
 from __future__ import annotations
@@ -11,31 +12,9 @@ import json
 import os
 import select
 import signal
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 
-
-def _read_proc(path: str) -> Optional[str]:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def _proc_int(path: str) -> Optional[int]:
-    text = _read_proc(path)
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
-
-
-def _proc_ints(path: str) -> Optional[List[int]]:
-    text = _read_proc(path)
-    try:
-        return [int(x) for x in text.split()] if text else None
-    except ValueError:
-        return None
+from . import _procfs
 
 
 def _default_pipe_size() -> Optional[int]:
@@ -60,11 +39,6 @@ def _shm_usage() -> Tuple[Optional[int], Optional[int]]:
     except OSError:
         return None, None
     return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
-
-
-def _is_mount(path: str, fstype: str) -> bool:
-    text = _read_proc("/proc/self/mounts") or ""
-    return any(len(f) > 2 and f[1] == path and f[2] == fstype for f in (line.split() for line in text.splitlines()))
 
 
 def _feature(check: Callable[[], Any]) -> Tuple[bool, str]:
@@ -103,7 +77,7 @@ def _sysv_timeout() -> str:
 
 
 def _mqueue_mount() -> str:
-    if not _is_mount("/dev/mqueue", "mqueue"):
+    if not _procfs.is_mount("/dev/mqueue", "mqueue"):
         raise RuntimeError("/dev/mqueue is not mounted (queues work; listing them needs the mount)")
     return "mounted"
 
@@ -124,29 +98,29 @@ def _rwf_nowait() -> str:
 def collect() -> dict:
     """Everything ``ipckit info`` reports, as a dict (also what ``--json`` prints)."""
     shm_size, shm_free = _shm_usage()
-    sem = _proc_ints("/proc/sys/kernel/sem")
+    sem = _procfs.read_ints("/proc/sys/kernel/sem")
     limits = {
         "pipe_default_size": _default_pipe_size(),
-        "pipe_max_size": _proc_int("/proc/sys/fs/pipe-max-size"),
+        "pipe_max_size": _procfs.read_int("/proc/sys/fs/pipe-max-size"),
         "pipe_buf": select.PIPE_BUF,
-        "mqueue_msg_max": _proc_int("/proc/sys/fs/mqueue/msg_max"),
-        "mqueue_msgsize_max": _proc_int("/proc/sys/fs/mqueue/msgsize_max"),
-        "mqueue_msg_default": _proc_int("/proc/sys/fs/mqueue/msg_default"),
-        "mqueue_msgsize_default": _proc_int("/proc/sys/fs/mqueue/msgsize_default"),
-        "mqueue_queues_max": _proc_int("/proc/sys/fs/mqueue/queues_max"),
-        "sysv_msgmax": _proc_int("/proc/sys/kernel/msgmax"),
-        "sysv_msgmnb": _proc_int("/proc/sys/kernel/msgmnb"),
-        "sysv_msgmni": _proc_int("/proc/sys/kernel/msgmni"),
-        "sysv_shmmax": _proc_int("/proc/sys/kernel/shmmax"),
-        "sysv_shmall": _proc_int("/proc/sys/kernel/shmall"),
+        "mqueue_msg_max": _procfs.read_int("/proc/sys/fs/mqueue/msg_max"),
+        "mqueue_msgsize_max": _procfs.read_int("/proc/sys/fs/mqueue/msgsize_max"),
+        "mqueue_msg_default": _procfs.read_int("/proc/sys/fs/mqueue/msg_default"),
+        "mqueue_msgsize_default": _procfs.read_int("/proc/sys/fs/mqueue/msgsize_default"),
+        "mqueue_queues_max": _procfs.read_int("/proc/sys/fs/mqueue/queues_max"),
+        "sysv_msgmax": _procfs.read_int("/proc/sys/kernel/msgmax"),
+        "sysv_msgmnb": _procfs.read_int("/proc/sys/kernel/msgmnb"),
+        "sysv_msgmni": _procfs.read_int("/proc/sys/kernel/msgmni"),
+        "sysv_shmmax": _procfs.read_int("/proc/sys/kernel/shmmax"),
+        "sysv_shmall": _procfs.read_int("/proc/sys/kernel/shmall"),
         "sysv_sem": dict(zip(("semmsl", "semmns", "semopm", "semmni"), sem)) if sem and len(sem) == 4 else None,
         "dev_shm_size": shm_size,
         "dev_shm_free": shm_free,
         "sigrtmin": int(signal.SIGRTMIN),
         "sigrtmax": int(signal.SIGRTMAX),
         "cpu_count": os.cpu_count(),
-        "unix_max_dgram_qlen": _proc_int("/proc/sys/net/unix/max_dgram_qlen"),
-        "somaxconn": _proc_int("/proc/sys/net/core/somaxconn"),
+        "unix_max_dgram_qlen": _procfs.read_int("/proc/sys/net/unix/max_dgram_qlen"),
+        "somaxconn": _procfs.read_int("/proc/sys/net/core/somaxconn"),
     }
     features = {}
     for name, probe in (

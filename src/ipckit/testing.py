@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any, Callable, Optional, Tuple
 
+from . import _procfs
 from ._errors import ClosedError, MessageTooLarge, Timeout
 
 Pair = Tuple[Any, Any]
@@ -40,15 +41,7 @@ def unique_name(prefix: Optional[str] = None) -> str:
 
 
 def _keys_in_use() -> set[int]:
-    keys: set[int] = set()
-    for kind in ("msg", "sem", "shm"):
-        try:
-            with open(f"/proc/sysvipc/{kind}") as f:
-                next(f)
-                keys.update(int(line.split()[0]) & 0xFFFFFFFF for line in f)
-        except OSError:
-            pass
-    return keys
+    return {row["key"] for kind in ("msg", "sem", "shm") for row in _procfs.sysvipc_rows(kind)}
 
 
 def unique_key() -> int:
