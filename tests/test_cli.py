@@ -517,3 +517,45 @@ def test_hidepid_is_read_from_the_proc_mount(monkeypatch, options, hidden):
 
 def test_mount_points_are_unescaped():
     assert _procfs._unescape(r"/mnt/a\040b\011c\134d") == "/mnt/a b\tc\\d"
+
+
+def test_mqueue_status_reads_the_queue_file_of_a_mount(posix_name):
+    mount = _procfs.mqueue_mount()
+    if mount is None:
+        pytest.skip("no mqueue file system is mounted here")
+    with ipckit.MessageQueue.create(posix_name, max_messages=4, max_message_size=64) as q:
+        q.send(b"12345")
+        status = _procfs.mqueue_status(posix_name, mount)
+        assert status is not None and status["QSIZE"] == 5 and status["NOTIFY_PID"] == 0
+        q.unlink()
+    assert _procfs.mqueue_status(posix_name, mount) is None  # gone
+    assert _procfs.mqueue_status("/a/b", mount) is None and _procfs.mqueue_status("relative", mount) is None
+
+
+@pytest.mark.parametrize("privileged", [False, True])
+def test_a_process_that_refuses_to_be_read_makes_the_answer_unknown_unless_a_sandbox_refuses(
+        monkeypatch, posix_name, privileged):
+    # Another user's process refuses an unprivileged reader: unknown. A reader holding
+    # CAP_SYS_PTRACE over every process is refused only by a security module confining
+    # the reader itself (the module notes of _leftovers): counted, not unknown.
+    make_segment(posix_name)
+    mapped = _procfs.mapped_files
+    refusing = os.getppid()
+
+    def maps(pid: int, inodes: object = None) -> list:
+        if pid == refusing:
+            raise PermissionError(13, "Permission denied")
+        return mapped(pid, inodes)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_procfs, "mapped_files", maps)
+    monkeypatch.setattr(_procfs, "can_read_every_process", lambda: privileged)
+    monkeypatch.setattr(_procfs, "hidden_by_hidepid", lambda: None)
+    monkeypatch.setattr(_procfs, "pid_namespace_is_initial", lambda: True)
+    try:
+        [obj] = _leftovers.list_objects(posix_name)
+    finally:
+        os.unlink(entry(posix_name))
+    if privileged:
+        assert obj.state == "orphaned" and "security module" in obj.why
+    else:
+        assert obj.state == "unknown" and "could not be inspected" in obj.why

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import pwd
 import stat
@@ -96,16 +97,23 @@ class IPCObject:
 
     @property
     def owner(self) -> str:
-        try:
-            return pwd.getpwuid(self.uid).pw_name
-        except KeyError:
-            return str(self.uid)
+        return _user_name(self.uid)
 
     def as_dict(self) -> dict:
         d = asdict(self)
         del d["inode"]
         d["orphaned"] = self.orphaned
         return d
+
+
+@functools.lru_cache(maxsize=None)
+def _user_name(uid: int) -> str:
+    # Cached: with LDAP or sssd behind NSS a lookup may go over the network, and a
+    # listing has many objects of few owners.
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 # ------------------------------------------------------------------ the process scan
