@@ -71,7 +71,6 @@ SHM_DIR = "/dev/shm"
 SCAN_TIMEOUT = 20.0  # seconds for reading every process's maps and descriptors
 
 IN_USE, ORPHANED, UNKNOWN = "in-use", "orphaned", "unknown"
-STATES = (IN_USE, ORPHANED, UNKNOWN)
 
 
 @dataclass
@@ -342,7 +341,7 @@ def _sysv_objects(scan: Optional[_Scan]) -> list[IPCObject]:
                         detail=f"nattch={row['nattch']} cpid={row['cpid']}")
         obj.users = sorted(scan.attached.get(row["shmid"], ())) if scan else []
         if row["nattch"] > 0:
-            obj.state, obj.why = IN_USE, f"attached {row['nattch']} times"
+            obj.state, obj.why = IN_USE, f"attached (nattch={row['nattch']})"
         else:
             obj.state, obj.why = ORPHANED, "attached nowhere (nattch=0)"
         found.append(obj)
@@ -422,4 +421,4 @@ def remove(obj: IPCObject) -> None:
              "sysv-sem": sysv_ipc.remove_semaphore}[obj.kind](obj.ident)
 
 
-__all__ = ["IN_USE", "IPCObject", "ORPHANED", "STATES", "UNKNOWN", "list_objects", "remove"]
+__all__ = ["IN_USE", "IPCObject", "ORPHANED", "UNKNOWN", "list_objects", "remove"]
