@@ -53,6 +53,7 @@ import contextlib
 import os
 import re
 import stat
+import threading
 from typing import Collection, Iterator, NamedTuple, Optional, Union
 
 from ._ffi import ffi, lib
@@ -436,6 +437,22 @@ def open_files(pid: int, inodes: Optional[Collection[int]] = None,
     return found
 
 
+
+def thread_blocked_masks() -> Optional[dict[int, int]]:
+    """Every thread of this process: native thread id -> the signals it blocks
+    (``SigBlk`` of /proc/self/task/TID/status; bit n-1 is signal n). A thread that
+    exits meanwhile, or that /proc does not show, is left out; None when it does not
+    show the calling thread's own."""
+    try:
+        tids = [int(tid) for tid in os.listdir("/proc/self/task")]
+    except (OSError, ValueError):
+        return None
+    masks = {}
+    for tid in tids:
+        with contextlib.suppress(KeyError, ValueError):
+            masks[tid] = int(status(f"self/task/{tid}")["SigBlk"], 16)
+    return masks if threading.get_native_id() in masks else None
+
 __all__ = [
     "CAP_SYS_PTRACE",
     "MappedFile",
@@ -467,4 +484,5 @@ __all__ = [
     "status",
     "sysvipc_row",
     "sysvipc_rows",
+    "thread_blocked_masks",
 ]
