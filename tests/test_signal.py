@@ -10,6 +10,7 @@ in a child interpreter.
 from __future__ import annotations
 
 import errno
+import json
 import multiprocessing
 import os
 import selectors
@@ -856,3 +857,530 @@ def test_two_threads_wait_on_one_catcher() -> None:
         for t in threads:
             t.join(10)
     assert sorted(got) == [1, 2], got
+
+
+# ------------------------------------------------------------------ order of delivery
+
+# Sends "sig value" pairs to pid, waiting delay_ms before each: sigqueue with the value,
+# or a plain kill when the value is negative. argv: pid delay_ms sig value [sig value ...]
+C_SCRIPT_SENDER = r"""
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+int main(int argc, char **argv) {
+    pid_t pid = (pid_t)atoi(argv[1]);
+    long delay_ms = atol(argv[2]);
+    for (int i = 3; i + 1 < argc; i += 2) {
+        int sig = atoi(argv[i]), value = atoi(argv[i + 1]);
+        struct timespec ts = { delay_ms / 1000, (delay_ms % 1000) * 1000000L };
+        nanosleep(&ts, NULL);
+        if (value < 0 ? kill(pid, sig) : sigqueue(pid, sig, (union sigval){ .sival_int = value })) {
+            perror("send");
+            return 1;
+        }
+    }
+    return 0;
+}
+"""
+
+# Blocked while sent: SIGRTMIN+5 (1), SIGRTMIN+2 (2), SIGRTMIN+5 (3), SIGUSR2, SIGUSR1, SIGRTMIN+2 (4).
+_ORDER_SCRIPT = [RTMIN + 5, 1, RTMIN + 2, 2, RTMIN + 5, 3, int(signal.SIGUSR2), -1, int(signal.SIGUSR1), -1, RTMIN + 2, 4]
+# Delivered lowest number first; in send order only within one real-time signal.
+_ORDER_EXPECTED = [[10, None], [12, None], [RTMIN + 2, 2], [RTMIN + 2, 4], [RTMIN + 5, 1], [RTMIN + 5, 3]]
+
+
+@pytest.mark.parametrize("where", ["handler", "signalfd"])
+def test_pending_signals_come_lowest_number_first(cc, where):
+    """Blocked, then collected: through the handler when catch() unblocks them, or from
+    the signalfd when they stay blocked during the block."""
+    sender = cc(C_SCRIPT_SENDER, "sigscript")
+    out = run_python(
+        f"""
+        import json, os, signal, subprocess
+        from ipckit import Signal
+        sigs = (10, 12, {RTMIN + 2}, {RTMIN + 5})
+        script = [str(x) for x in {_ORDER_SCRIPT!r}]
+        send = lambda: subprocess.run([{sender!r}, str(os.getpid()), "0", *script], check=True)
+        if {where!r} == "handler":
+            with Signal.block(*sigs):
+                send()
+                with Signal.catch(*sigs) as s:
+                    infos = s.drain()
+        else:
+            with Signal.catch(*sigs) as s:
+                with Signal.block(*sigs):
+                    send()
+                    infos = s.drain()
+        print(json.dumps([[i.signo, i.value] for i in infos]))
+        """
+    ).stdout
+    assert json.loads(out) == _ORDER_EXPECTED
+
+
+# ------------------------------------------------------------------ the two wait paths
+
+
+def test_single_threaded_process_takes_the_signalfd_path(cc):
+    """Nothing else could take the signals, so the waiting thread blocks them while it
+    sleeps and reads them from the signalfd: the handler never runs for them."""
+    sender = cc(C_SCRIPT_SENDER, "sigscript")
+    sig = RTMIN + 3
+    out = run_python(
+        f"""
+        import os, subprocess
+        from ipckit import Signal
+        from ipckit._ffi import lib
+        from ipckit._procfs import thread_blocked_masks
+        assert len(thread_blocked_masks()) == 1
+        with Signal.catch({sig}) as s:
+            assert s._c.block_while_waiting == 1
+            # Each signal comes 150 ms after the previous one: this thread is asleep in
+            # wait() by then.
+            script = [x for v in range(5) for x in ("{sig}", str(v))]
+            sender = subprocess.Popen([{sender!r}, str(os.getpid()), "150", *script])
+            values = [s.wait(timeout=10).value for _ in range(5)]
+            assert sender.wait(10) == 0
+            print(values, lib.ipckit_sig_via_handler({sig}), {sig} in Signal.pending())
+        """
+    ).stdout
+    assert out.split("\n")[0] == "[0, 1, 2, 3, 4] 0 False"
+
+
+_PRESTART = {
+    "executor": "from concurrent.futures import ThreadPoolExecutor\npool = ThreadPoolExecutor(3)\nlist(pool.map(abs, range(9)))",
+    "numpy": "import numpy\nnumpy.ones((300, 300)) @ numpy.ones((300, 300))",
+}
+
+
+@pytest.mark.parametrize("threads", sorted(_PRESTART))
+def test_threads_started_before_catch_take_the_handler_path(cc, threads):
+    """Threads that could take the signals exist: the waiting thread leaves its mask
+    alone (blocking would only send each signal to another thread's handler), and all
+    200 signals, sent as fast as a C program can, are collected."""
+    if threads == "numpy":
+        pytest.importorskip("numpy")
+    sender = cc(C_SCRIPT_SENDER, "sigscript")
+    sig = RTMIN + 6
+    code = _PRESTART[threads] + textwrap.dedent(
+        f"""
+        import os, subprocess, sys
+        from ipckit import Signal
+        from ipckit._ffi import lib
+        from ipckit._procfs import thread_blocked_masks
+        if len(thread_blocked_masks()) < 2:
+            print("single-threaded")
+            sys.exit(0)
+        with Signal.catch({sig}) as s:
+            assert s._c.block_while_waiting == 0
+            script = [x for v in range(200) for x in ("{sig}", str(v))]
+            sender = subprocess.Popen([{sender!r}, str(os.getpid()), "0", *script])
+            values = sorted(s.wait(timeout=10).value for _ in range(200))
+            assert sender.wait(10) == 0
+            print(values == list(range(200)), lib.ipckit_sig_via_handler({sig}), s.dropped)
+        """
+    )
+    out = run_python(code).stdout.split("\n")[0]
+    if out == "single-threaded":
+        pytest.skip(f"{threads} started no thread here")
+    assert out == "True 200 0"
+
+
+def test_threads_that_block_the_signals_leave_the_signalfd_path():
+    out = run_python(
+        """
+        import threading
+        from ipckit import Signal
+        stop = threading.Event()
+        with Signal.block("SIGUSR1", "SIGUSR2"):
+            t = threading.Thread(target=stop.wait)   # inherits the mask
+            t.start()
+        with Signal.catch("SIGUSR1") as s:
+            print(s._c.block_while_waiting, end=" ")
+        with Signal.catch("SIGHUP") as s:         # the thread does not block SIGHUP
+            print(s._c.block_while_waiting)
+        stop.set()
+        t.join()
+        """
+    ).stdout
+    assert out.split("\n")[0] == "1 0"
+
+
+def test_a_thread_started_during_the_block_loses_nothing(cc):
+    """Chosen at catch(), the signalfd path stays correct when a thread that does not
+    block the signals appears later: what it takes goes through the handler."""
+    sender = cc(C_SCRIPT_SENDER, "sigscript")
+    sig = RTMIN + 7
+    out = run_python(
+        f"""
+        import os, subprocess, threading
+        from ipckit import Signal
+        from ipckit._ffi import lib
+        stop = threading.Event()
+
+        def spin():
+            n = 0
+            while not stop.is_set():
+                n += 1
+
+        with Signal.catch({sig}) as s:
+            assert s._c.block_while_waiting == 1
+            threads = [threading.Thread(target=spin), threading.Thread(target=stop.wait)]
+            for t in threads:
+                t.start()
+            script = [x for v in range(300) for x in ("{sig}", str(v))]
+            sender = subprocess.Popen([{sender!r}, str(os.getpid()), "0", *script])
+            values = sorted(s.wait(timeout=10).value for _ in range(300))
+            assert sender.wait(10) == 0
+            stop.set()
+            for t in threads:
+                t.join()
+            print(values == list(range(300)), s.dropped, s.drain())
+        """
+    ).stdout
+    assert out.split("\n")[0] == "True 0 []"
+
+
+def test_the_signalfd_path_leaks_no_mask(cc):
+    """Blocked only inside the kernel wait: the calling thread, a thread started in the
+    block and a program started in the block all have the signal unblocked."""
+    sig = RTMIN + 8
+    out = run_python(
+        f"""
+        import os, signal, subprocess, threading
+        from ipckit import Signal
+        from ipckit._procfs import thread_blocked_masks
+        bit = 1 << ({sig} - 1)
+        with Signal.catch({sig}) as s:
+            assert s._c.block_while_waiting == 1
+            Signal.send(os.getpid(), {sig}, value=1)
+            assert s.wait(timeout=5).value == 1
+            try:
+                s.wait(timeout=0.05)
+            except TimeoutError:
+                pass
+            mine = {sig} in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+            seen = []
+            t = threading.Thread(target=lambda: seen.append(thread_blocked_masks()[threading.get_native_id()] & bit))
+            t.start()
+            t.join()
+            status = subprocess.run(["cat", "/proc/self/status"], capture_output=True, text=True).stdout
+            child = [int(l.split()[1], 16) & bit for l in status.splitlines() if l.startswith("SigBlk:")]
+        print(mine, seen, child)
+        """
+    ).stdout
+    assert out.split("\n")[0] == "False [0] [0]"
+
+
+def test_a_signal_blocked_everywhere_is_still_collected_and_discarded_at_close():
+    """Blocked in every thread during the block, a real-time signal stays pending: the
+    signalfd collects it; one left unread is discarded on exit like an unread record,
+    not handed to the default action (which would end this child)."""
+    sig = RTMIN + 9
+    out = run_python(
+        f"""
+        import os
+        from ipckit import Signal
+        me = os.getpid()
+        with Signal.catch({sig}) as s:
+            previous = Signal.set_mask({{{sig}}})
+            Signal.send(me, {sig}, value=1)
+            print(s.wait(timeout=0).value, end=" ")
+            Signal.send(me, {sig}, value=2)
+        Signal.set_mask(previous)
+        print("alive", {sig} in Signal.pending())
+        """
+    ).stdout
+    assert out.split("\n")[0] == "1 alive False"
+
+
+def test_close_from_another_thread_ends_a_signalfd_wait_and_closes_every_fd():
+    out = run_python(
+        """
+        import os, threading, time
+        import ipckit
+        from ipckit import Signal
+        before = set(os.listdir("/proc/self/fd"))
+        s = Signal.catch("SIGRTMIN+10")
+        assert s._c.block_while_waiting == 1
+        t = threading.Timer(0.2, s.close)
+        t.start()
+        try:
+            s.wait()
+        except ipckit.ClosedError:
+            print("closed", end=" ")
+        t.join()
+        print(set(os.listdir("/proc/self/fd")) == before)
+        """
+    ).stdout
+    assert out.split("\n")[0] == "closed True"
+
+
+# ------------------------------------------------------------------ pause and suspend
+
+
+def _wait_for(predicate, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_suspend_takes_a_signal_that_was_pending_and_runs_its_handler():
+    calls = []
+    old = signal.signal(signal.SIGUSR1, lambda n, f: calls.append(n))
+    try:
+        with Signal.block("SIGUSR1") as before:
+            mask = blocked_now()
+            signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
+            time.sleep(0.05)
+            assert calls == [] and signal.SIGUSR1 in Signal.pending()
+            assert Signal.suspend(before, timeout=5) == signal.SIGUSR1
+            assert calls == [signal.SIGUSR1]  # the Python handler ran before suspend returned
+            assert blocked_now() == mask
+            assert signal.SIGUSR1 not in Signal.pending()
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+
+def test_suspend_raises_what_the_handler_raises():
+    class Stop(Exception):
+        pass
+
+    def handler(signum, frame):
+        raise Stop(signum)
+
+    old = signal.signal(signal.SIGUSR2, handler)
+    try:
+        with Signal.block("SIGUSR2") as before:
+            mask = blocked_now()
+            signal.pthread_kill(threading.get_ident(), signal.SIGUSR2)
+            with pytest.raises(Stop):
+                Signal.suspend(before, timeout=5)
+            assert blocked_now() == mask
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+
+
+def test_pause_and_suspend_timeouts():
+    mask = blocked_now()
+    start = time.monotonic()
+    with pytest.raises(ipckit.Timeout):
+        Signal.pause(timeout=0.2)
+    assert time.monotonic() - start >= 0.2
+    with pytest.raises(ipckit.Timeout):
+        Signal.pause(timeout=0)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        Signal.suspend(mask | {int(signal.SIGUSR1)}, timeout=0.1)
+    assert time.monotonic() - start >= 0.1
+    assert blocked_now() == mask
+
+
+def test_pause_leaves_a_blocked_signal_pending():
+    calls = []
+    old = signal.signal(signal.SIGUSR1, lambda n, f: calls.append(n))
+    try:
+        with Signal.block("SIGUSR1"):
+            signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
+            with pytest.raises(ipckit.Timeout):
+                Signal.pause(timeout=0.1)
+            assert calls == [] and signal.SIGUSR1 in Signal.pending()
+        assert _wait_for(lambda: calls == [signal.SIGUSR1])
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+
+@pytest.mark.parametrize(
+    "call, exc",
+    [
+        (lambda: Signal.suspend("SIGUSR1"), TypeError),
+        (lambda: Signal.suspend(10), TypeError),
+        (lambda: Signal.suspend([99]), ValueError),
+        (lambda: Signal.suspend(["SIGNOPE"]), ValueError),
+        (lambda: Signal.suspend([32]), ValueError),
+        (lambda: Signal.suspend((), timeout=-1), ValueError),
+        (lambda: Signal.pause(timeout="1"), TypeError),
+        (lambda: Signal.pause(timeout=float("nan")), ValueError),
+        (lambda: Signal.set_mask("SIGUSR1"), TypeError),
+        (lambda: Signal.set_mask(None), TypeError),
+        (lambda: Signal.set_mask([10, 1.5]), TypeError),
+        (lambda: Signal.unblock(), ValueError),
+        (lambda: Signal.unblock("SIGKILL"), ValueError),
+        (lambda: Signal.unblock(0), ValueError),
+    ],
+)
+def test_mask_calls_refuse_bad_arguments_before_any_change(call, exc):
+    mask = blocked_now()
+    with pytest.raises(exc):
+        call()
+    assert blocked_now() == mask
+
+
+def _classic_child(ready) -> None:
+    """A child installs a handler (sigaction semantics) and waits for the signal with
+    the race-free block / check / suspend loop; its exit status tells the parent."""
+    got = []
+    Signal.handle("SIGUSR1", lambda signum, frame: got.append(signum))
+    with Signal.block("SIGUSR1") as before:
+        ready.set()
+        while not got:
+            Signal.suspend(before, timeout=10)
+    sys.exit(0 if got == [signal.SIGUSR1] else 3)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_parent_signals_a_child_waiting_in_suspend_then_waits_for_it(method):
+    ctx = multiprocessing.get_context(method)
+    ready = ctx.Event()
+    child = ctx.Process(target=_classic_child, args=(ready,))
+    child.start()
+    try:
+        assert ready.wait(30)
+        Signal.send(child.pid, "SIGUSR1")
+        _, status = os.waitpid(child.pid, 0)
+    finally:
+        if child.is_alive():  # pragma: no cover - only when the test fails
+            child.kill()
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_pause_keeps_the_siginfo_of_the_signal_that_ended_it(cc):
+    """The signal taken by the wait is queued again with its own siginfo, so a handler
+    (here catch()'s C one) sees the real sender and payload."""
+    sender = cc(C_SCRIPT_SENDER, "sigscript")
+    sig = RTMIN + 11
+    out = run_python(
+        f"""
+        import os, subprocess
+        from ipckit import Signal
+        with Signal.catch({sig}) as s, Signal.block({sig}) as before:
+            sender = subprocess.Popen([{sender!r}, str(os.getpid()), "100", "{sig}", "77"])
+            woke = Signal.suspend(before, timeout=10)
+            info = s.wait(timeout=0)
+            assert sender.wait(10) == 0
+            print(woke, info.value, info.code, info.pid == sender.pid)
+        """
+    ).stdout
+    assert out.split() == [str(sig), "77", str(SI_QUEUE), "True"]
+
+
+def test_pause_skips_ignored_signals_and_ends_with_the_default_action(cc):
+    """As C's pause(): an ignored signal (SIG_IGN, or SIGCHLD's default) does not end
+    it, a handled one does, and one whose default action ends the process ends it."""
+    sender = cc(C_SCRIPT_SENDER, "sigscript")
+    code = textwrap.dedent(
+        f"""
+        import os, subprocess, sys
+        from ipckit import Signal
+        Signal.ignore("SIGUSR2")
+        hits = []
+        Signal.handle("SIGUSR1", lambda n, f: hits.append(n))
+        me = str(os.getpid())
+        # SIGUSR2 at 100 ms, SIGUSR1 at 200 ms; the sender's exit brings SIGCHLD.
+        sender = subprocess.Popen([{sender!r}, me, "100", "12", "-1", "10", "-1"])
+        print(Signal.pause(timeout=10), hits, flush=True)
+        sender.wait(10)
+        print("ready", flush=True)
+        Signal.pause(timeout=20)
+        print("pause returned", flush=True)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "10 [10]\n"
+        assert proc.stdout.readline() == "ready\n"
+        time.sleep(0.1)
+        Signal.send(proc.pid, "SIGTERM")
+        rest, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:  # pragma: no cover - only when the test fails
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGTERM and rest == ""
+
+
+def test_suspend_in_another_thread_returns_the_signal_the_main_thread_handles_it():
+    out = run_python(
+        """
+        import os, threading, time
+        from ipckit import Signal
+        ran_in_main = []
+        Signal.handle("SIGUSR1", lambda n, f: ran_in_main.append(threading.current_thread() is threading.main_thread()))
+        ready, result = threading.Event(), []
+
+        def worker():
+            with Signal.block("SIGUSR1") as before:
+                ready.set()
+                result.append(Signal.suspend(before - {10}, timeout=10))
+
+        with Signal.block("SIGUSR1"):          # so only the worker can take it
+            t = threading.Thread(target=worker)
+            t.start()
+            ready.wait(10)
+            time.sleep(0.1)
+            Signal.send(os.getpid(), "SIGUSR1")
+            t.join(10)
+            end = time.monotonic() + 5
+            while not ran_in_main and time.monotonic() < end:
+                time.sleep(0.01)               # the main thread runs bytecode: the handler runs
+        print(result, ran_in_main)
+        """
+    ).stdout
+    assert out.split("\n")[0] == "[10] [True]"
+
+
+# ------------------------------------------------------------------ unblock and set_mask
+
+
+def test_set_mask_and_unblock_in_a_child_the_parent_signals():
+    code = textwrap.dedent(
+        """
+        import signal, time
+        from ipckit import Signal
+        hits = []
+        Signal.handle("SIGUSR1", lambda n, f: hits.append(n))
+        previous = Signal.set_mask(signal.valid_signals())
+        everything = set(signal.valid_signals()) - {signal.SIGKILL, signal.SIGSTOP}
+        assert set(Signal.set_mask(signal.valid_signals())) == everything
+        print("blocked", flush=True)
+        end = time.monotonic() + 10
+        while not {10, 15} <= Signal.pending() and time.monotonic() < end:
+            time.sleep(0.01)
+        print(sorted(Signal.pending() & {10, 15}), hits, flush=True)
+        before = Signal.unblock("SIGUSR1")
+        print(hits, 10 in before, 10 in Signal.set_mask(before), flush=True)
+        Signal.set_mask(previous)              # SIGTERM, pending, ends the child here
+        print("still alive", flush=True)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "blocked\n"
+        Signal.send(proc.pid, "SIGUSR1")
+        Signal.send(proc.pid, "SIGTERM")
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:  # pragma: no cover - only when the test fails
+            proc.kill()
+            proc.wait()
+    assert out.split("\n")[:2] == ["[10, 15] []", "[10] True False"]
+    assert proc.returncode == -signal.SIGTERM
+
+
+def test_set_mask_empty_unblocks_everything_in_this_thread_only():
+    out = run_python(
+        """
+        import signal, threading
+        from ipckit import Signal
+        Signal.set_mask({"SIGUSR1", "SIGHUP"})
+        seen = []
+        t = threading.Thread(target=lambda: seen.append(Signal.set_mask(())))
+        t.start()
+        t.join()
+        print(sorted(seen[0]), sorted(Signal.set_mask(())), sorted(Signal.set_mask(())))
+        """
+    ).stdout
+    assert out.split("\n")[0] == "[1, 10] [1, 10] []"
