@@ -9,6 +9,7 @@ in a child interpreter.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import multiprocessing
@@ -21,6 +22,7 @@ import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
 
 import pytest
 
@@ -81,6 +83,18 @@ def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+@contextlib.contextmanager
+def popen(args: list, **kwargs) -> Iterator[subprocess.Popen]:
+    """A child process, killed and reaped if the test ends while it still runs."""
+    proc = subprocess.Popen(args, **kwargs)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def run_python(code: str, *, timeout: float = 30, **kwargs) -> subprocess.CompletedProcess:
@@ -278,17 +292,12 @@ def test_c_receiver_reads_payloads_sent_by_ipckit(cc):
     receiver = cc(C_RECEIVER, "sigreceiver")
     sig = RTMIN + 2
     values = [INT_MIN, -1, 0, 42, INT_MAX]
-    proc = subprocess.Popen([receiver, str(sig), str(len(values) + 1)], stdout=subprocess.PIPE, text=True)
-    try:
+    with popen([receiver, str(sig), str(len(values) + 1)], stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout.readline() == "ready\n"
         for v in values:
             Signal.send(proc.pid, "SIGRTMIN+2", value=v)
         Signal.send(proc.pid, sig)  # plain kill: no payload
         out, _ = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0
     rows = [tuple(map(int, line.split())) for line in out.splitlines()]
     me = os.getpid()
@@ -432,16 +441,11 @@ def test_sigusr1_may_coalesce_across_processes():
 
 def test_negative_pid_reaches_a_process_group(cc):
     receiver = cc(C_RECEIVER, "sigreceiver")
-    proc = subprocess.Popen([receiver, str(int(signal.SIGUSR1)), "1"], stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
+    with popen([receiver, str(int(signal.SIGUSR1)), "1"], stdout=subprocess.PIPE, text=True, start_new_session=True) as proc:
         assert proc.stdout.readline() == "ready\n"
         assert os.getpgid(proc.pid) == proc.pid != os.getpgid(0)
         Signal.send(-proc.pid, "SIGUSR1")
         out, _ = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 0
     signo, code, _value, pid = map(int, out.split())
     assert (signo, code, pid) == (signal.SIGUSR1, SI_USER, os.getpid())
@@ -1288,17 +1292,12 @@ def test_pause_skips_ignored_signals_and_ends_with_the_default_action(cc):
         print("pause returned", flush=True)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
+    with popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout.readline() == "10 [10]\n"
         assert proc.stdout.readline() == "ready\n"
         time.sleep(0.1)
         Signal.send(proc.pid, "SIGTERM")
         rest, _ = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:  # pragma: no cover - only when the test fails
-            proc.kill()
-            proc.wait()
     assert proc.returncode == -signal.SIGTERM and rest == ""
 
 
@@ -1356,16 +1355,11 @@ def test_set_mask_and_unblock_in_a_child_the_parent_signals():
         print("still alive", flush=True)
         """
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
+    with popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout.readline() == "blocked\n"
         Signal.send(proc.pid, "SIGUSR1")
         Signal.send(proc.pid, "SIGTERM")
         out, _ = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:  # pragma: no cover - only when the test fails
-            proc.kill()
-            proc.wait()
     assert out.split("\n")[:2] == ["[10, 15] []", "[10] True False"]
     assert proc.returncode == -signal.SIGTERM
 
