@@ -1378,3 +1378,89 @@ def test_set_mask_empty_unblocks_everything_in_this_thread_only():
         """
     ).stdout
     assert out.split("\n")[0] == "[1, 10] [1, 10] []"
+
+
+# ------------------------------------------------------------------ what ipckit.aio drives
+
+_AIO_COLLECT = """
+import os, signal, subprocess
+from ipckit import Signal
+from ipckit._wait import NOW, WOULD_BLOCK
+
+SIG = {sig}
+SCRIPT = [x for v in range(20) for x in (str(SIG), str(v))] + ["12", "-1"]   # then SIGUSR2
+
+
+def start_sender():
+    return subprocess.Popen([{sender!r}, str(os.getpid()), "5", *SCRIPT])
+
+
+async def collect(catcher, wait_readable):
+    # What ipckit.aio does: an attempt that never blocks, then await the waiter.
+    got = []
+    while len(got) < 20:
+        info = catcher._attempt(NOW)
+        if info is WOULD_BLOCK:
+            await wait_readable(catcher._waiter.fd)
+        else:
+            got.append(info.value)
+    return got
+"""
+
+_AIO_MAIN = {
+    "asyncio": """
+import asyncio
+
+
+async def main():
+    loop = asyncio.get_running_loop()
+    usr2 = asyncio.Event()
+    loop.add_signal_handler(signal.SIGUSR2, usr2.set)    # asyncio's own wakeup fd
+
+    async def wait_readable(fd):
+        ready = loop.create_future()
+        loop.add_reader(fd, ready.set_result, None)
+        try:
+            await ready
+        finally:
+            loop.remove_reader(fd)
+
+    with Signal.catch(SIG) as s:
+        sender = start_sender()
+        got = await asyncio.wait_for(collect(s, wait_readable), 20)
+        await asyncio.wait_for(usr2.wait(), 20)
+        sender.wait(10)
+    return got
+
+print(asyncio.run(main()))
+""",
+    "trio": """
+import trio
+
+
+async def main():
+    with trio.open_signal_receiver(signal.SIGUSR2) as usr2:   # trio's own wakeup fd
+        with Signal.catch(SIG) as s:
+            sender = start_sender()
+            with trio.fail_after(20):
+                got = await collect(s, trio.lowlevel.wait_readable)
+                async for _ in usr2:
+                    break
+            sender.wait(10)
+    return got
+
+print(trio.run(main))
+""",
+}
+
+
+@pytest.mark.parametrize("library", sorted(_AIO_MAIN))
+def test_attempt_and_waiter_drive_an_event_loop_with_its_own_signal_handling(cc, library):
+    """The loop runs in the main thread and owns the wakeup fd for SIGUSR2; the
+    catcher's non-blocking attempt and its ReadyFd waiter still collect every signal,
+    in order, and the loop's own signal handling keeps working."""
+    pytest.importorskip(library)
+    sender = cc(C_SCRIPT_SENDER, "sigscript")
+    code = _AIO_COLLECT.format(sig=RTMIN + 12, sender=sender) + _AIO_MAIN[library]
+    out = run_python(code).stdout
+    assert out.split("\n")[0] == str(list(range(20)))
