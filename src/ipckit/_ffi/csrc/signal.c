@@ -305,7 +305,11 @@ static int ipckit_sig_take(struct ipckit_sigwait *w, int64_t timeout_ns)
     p[0].fd = c->rfd;
     p[1].fd = c->sfd;
     p[0].events = p[1].events = POLLIN;
-    nfds = c->sfd >= 0 ? 2 : 1;
+    /* A sleeping wait watches the signalfd only when it blocks the signals itself:
+     * otherwise they reach a handler, and the signalfd, readable for the instant a
+     * signal is pending, would only wake this thread for nothing. A signal that every
+     * thread blocks is still taken by a wait that only looks (timeout 0). */
+    nfds = c->sfd >= 0 && (timeout_ns == 0 || c->block_while_waiting) ? 2 : 1;
     if (timeout_ns >= 0) {
         ts.tv_sec = (time_t)(timeout_ns / 1000000000);
         ts.tv_nsec = (long)(timeout_ns % 1000000000);
@@ -315,9 +319,20 @@ static int ipckit_sig_take(struct ipckit_sigwait *w, int64_t timeout_ns)
      * checked), so blocking them here leaves them pending for the signalfd: the kernel
      * wakes this thread once, as sigwaitinfo would, and no handler runs. Should another
      * thread take one after all, its handler writes the pipe, which is watched too. */
-    if (timeout_ns != 0 && c->block_while_waiting && nfds > 1)
+    if (timeout_ns != 0 && nfds > 1)
         masked = pthread_sigmask(SIG_BLOCK, &c->set, &old) == 0;
     n = ppoll(p, (nfds_t)nfds, limit, NULL);
+    if (n < 0 && errno == EINTR) {
+        /* Most often our own handler ran in this thread and wrote the record that ends
+         * the wait: take it now. If nothing is there, EINTR lets Python run its own
+         * handlers (PEP 475) before waiting again. */
+        struct timespec zero = {0, 0};
+        n = ppoll(p, (nfds_t)nfds, &zero, NULL);
+        if (n == 0) {
+            n = -1;
+            errno = EINTR;
+        }
+    }
     if (n < 0)
         rc = -errno;
     else if (n == 0)
