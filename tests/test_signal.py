@@ -1464,3 +1464,32 @@ def test_attempt_and_waiter_drive_an_event_loop_with_its_own_signal_handling(cc,
     code = _AIO_COLLECT.format(sig=RTMIN + 12, sender=sender) + _AIO_MAIN[library]
     out = run_python(code).stdout
     assert out.split("\n")[0] == str(list(range(20)))
+
+
+# ------------------------------------------------------------------ SIGPIPE outside Python
+
+C_WRITER = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (write(atoi(argv[1]), "x", 1) < 0) { perror("write"); return 3; }
+    return 0;
+}
+"""
+
+
+def test_a_c_child_writing_to_a_broken_ipckit_pipe_dies_of_sigpipe(cc):
+    """ipckit keeps SIGPIPE from ending the Python process; a C program started with
+    subprocess (SIGPIPE back to its default action) is killed by it, as docs/signal.md says."""
+    writer = cc(C_WRITER, "pipewriter")
+    p = ipckit.Pipe()
+    fd = p.writer.fileno()
+    p.reader.close()  # no reader left
+    try:
+        with pytest.raises(ipckit.ClosedError):
+            p.writer.send(b"x")  # this process: an error, not a signal
+        child = subprocess.run([writer, str(fd)], pass_fds=(fd,), timeout=10)
+        assert child.returncode == -signal.SIGPIPE
+    finally:
+        p.close()
