@@ -19,7 +19,7 @@ import ipckit
 from ipckit.testing import expect_timeout
 from ipckit import testing
 from ipckit._mqueue import MessageQueueStat
-from ipckit._mqueue_posix import _mqueue_mount
+from ipckit._procfs import mqueue_mount as _mqueue_mount
 
 BACKENDS = ["posix", "sysv"]
 CONTEXTS = ["fork", "spawn"]

@@ -110,6 +110,13 @@ SYSV_REMOVED: Overrides = {
     _errno.EINVAL: As(ClosedError, "the SysV object was removed"),
 }
 
+#: The same errnos from IPC_RMID (``unlink()``) or a lookup by id: the object is not
+#: there (any more), which for those calls is ``NotFoundError``.
+SYSV_GONE: Overrides = {
+    _errno.EIDRM: As(NotFoundError, "no such SysV object (it was removed)"),
+    _errno.EINVAL: As(NotFoundError, "no such SysV object (it was removed)"),
+}
+
 # posix_ipc and sysv_ipc raise their own classes, mostly without errno: the errno each
 # class stands for. ExistentialError is both EEXIST and ENOENT; which one is the call's
 # to say (EXISTS_ON_CREATE), the default being "not found".
@@ -234,6 +241,7 @@ __all__ = [
     "MessageTooLarge",
     "NotFoundError",
     "Overrides",
+    "SYSV_GONE",
     "SYSV_REMOVED",
     "THIRD_PARTY_ERRNO",
     "Timeout",

@@ -5,8 +5,8 @@ return an instance of the backend's subclass, so ``isinstance(q, MessageQueue)``
 holds and the send/recv hot path is the subclass's own method, with no facade
 in between::
 
-    backend="posix"  ->  _mqueue_posix.PosixMessageQueue   (posix_ipc, mq_*)
-    backend="sysv"   ->  _mqueue_sysv.SysvMessageQueue     (sysv_ipc, msg*)
+    backend="posix"  ->  _mqueue_posix.PosixMessageQueue   (mq_* through cffi, csrc/posixmq.c)
+    backend="sysv"   ->  _mqueue_sysv.SysvMessageQueue     (msg* through cffi, csrc/sysvmsg.c)
     backend="shm"    ->  _mqueue_shm.ShmMessageQueue       (a ring in POSIX shared memory)
 
 The contract a backend subclass implements
@@ -22,6 +22,7 @@ The contract a backend subclass implements
   It checks the limits against the backend's own maxima (``ValueError`` naming the
   limit) and leaves nothing behind when it fails.
 * ``_open(name)`` (classmethod): open an existing queue (``NotFoundError`` if none).
+* ``_open_id(id)`` (classmethod, SysV only): open the queue with that (checked) id.
 * Instance: ``send``, ``recv``, ``receive``, ``__len__``, ``max_messages``,
   ``max_message_size``, ``max_bytes``, ``stat``, ``unlink``, and ``_close`` (from
   ``Resource``). Every method except ``close``/``unlink`` raises ``ClosedError``
@@ -38,7 +39,7 @@ import errno
 from typing import Any, NamedTuple, Optional
 
 from ._errors import MessageTooLarge
-from ._naming import backend_class, check_mode, check_positive_int, check_posix_name
+from ._naming import backend_class, check_mode, check_open_target, check_positive_int, check_posix_name
 from ._resource import Resource
 
 _BACKEND_CLASSES = {
@@ -49,7 +50,8 @@ _BACKEND_CLASSES = {
 
 # POSIX: priorities are 0 .. MQ_PRIO_MAX-1 (Linux: sysconf(_SC_MQ_PRIO_MAX) == 32768).
 PRIORITY_MAX = 32767
-# SysV: msgsnd's mtype is a C long, but sysv_ipc passes it through a C int.
+# SysV: msgsnd's mtype is a C long; ipckit keeps the range sysv_ipc has always allowed
+# (a C int), so that queues shared with sysv_ipc programs see the same types.
 TYPE_MAX = 2**31 - 1
 
 
@@ -78,6 +80,7 @@ class MessageQueueStat(NamedTuple):
     last_change_time: Optional[float]
     uid: int  # owner
     mode: int  # permission bits, e.g. 0o600
+    gid: Optional[int] = None  # owner's group
 
 
 def check_priority(priority: object) -> int:
@@ -113,15 +116,6 @@ def check_receive_type(type_: object) -> int:
 def too_large(size: int, limit: int, queue: object) -> MessageTooLarge:
     """The error for a *size*-byte message over *limit*; the caller sends nothing."""
     return MessageTooLarge(errno.EMSGSIZE, f"a {size}-byte message is over the {limit}-byte max_message_size of {queue!r}; nothing was sent")
-
-
-def read_limit(path: str) -> Optional[int]:
-    """An integer kernel limit from a /proc file, or None if it cannot be read."""
-    try:
-        with open(path) as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def _backend_class(backend: object) -> "type[MessageQueue]":
@@ -171,9 +165,15 @@ class MessageQueue(Resource):
         return impl._create(name, max_messages=max_messages, max_message_size=max_message_size, mode=check_mode(mode))
 
     @classmethod
-    def open(cls, name: Any, *, backend: str = "posix") -> "MessageQueue":
-        """Open an existing queue; ``NotFoundError`` if there is none by *name*."""
+    def open(cls, name: Any = None, *, backend: str = "posix", id: Optional[int] = None) -> "MessageQueue":
+        """Open an existing queue; ``NotFoundError`` if there is none by *name*.
+
+        ``id=`` (SysV only) opens the queue with that msqid instead of looking up a
+        key: ``MessageQueue.open(id=q.id, backend="sysv")``."""
         impl = _backend_class(backend)
+        by_id = check_open_target(name, id, backend)
+        if by_id is not None:
+            return impl._open_id(by_id)
         return impl._open(impl._check_name(name))
 
     # --- what each backend implements -------------------------------------------
@@ -188,6 +188,10 @@ class MessageQueue(Resource):
 
     @classmethod
     def _open(cls, name: Any) -> "MessageQueue":
+        raise NotImplementedError
+
+    @classmethod
+    def _open_id(cls, id: int) -> "MessageQueue":
         raise NotImplementedError
 
     def send(self, data: Any, *, priority: int = 0, type: int = 1, timeout: Optional[float] = None) -> None:

@@ -1,17 +1,34 @@
-"""backend="posix": POSIX message queues (``mq_open``/``mq_send``/``mq_receive``) via posix_ipc.
+"""backend="posix": POSIX message queues (``mq_open``/``mq_send``/``mq_receive``) through cffi.
 
-Timeouts. posix_ipc's own timed calls use ``mq_timedsend``/``mq_timedreceive``,
-whose deadline is absolute on CLOCK_REALTIME: a wall-clock jump would make such a
-wait end early or hang. So a wait with a timeout never hands the kernel a
-wall-clock deadline that matters: each attempt is a non-blocking one (posix_ipc
-``timeout=0``), and between attempts the handle's descriptor is ``poll()``-ed
-(POLLIN / POLLOUT, which mqueue descriptors support on Linux) for the time left on
-the monotonic ``Deadline``. Losing a race to another receiver just means polling
-again; ``Timeout`` is raised only once the deadline has passed and a last attempt
-failed, so a wait never ends early. ``timeout=None`` is a plain blocking call.
+Why the C library and not posix_ipc. posix_ipc loses what ipckit has to tell the
+user: it raises EMFILE and ENOSPC as ``OSError`` without an errno, EINVAL as
+``ValueError``, EINTR as its own class, and its timed calls take a wall-clock
+deadline. ``csrc/posixmq.c`` is a few lines per call and returns ``-errno``, so
+every failure goes through ``_errors`` by its errno (posix_ipc stays a test peer).
 
-EINTR: posix_ipc raises ``SignalError``; the call is retried (Python signal
-handlers run in between, and an exception from one propagates), as PEP 475 does.
+Waiting. ``timeout=None`` is one blocking ``mq_send``/``mq_receive``. Every other
+wait is ``_wait.retry`` over a non-blocking *attempt* (``mq_timedsend`` /
+``mq_timedreceive`` with a deadline already past, which fails at once instead of
+blocking, without touching the descriptor's ``O_NONBLOCK`` that other threads
+share) and the *waiter* ``ReadyFd(mqd, POLLOUT/POLLIN)``: an mqueue descriptor
+is pollable on Linux. Waiting on the monotonic ``Deadline`` this way, no
+wall-clock jump can end a wait early or stretch it. Losing a race to another
+receiver just means polling again; ``Timeout`` only after the deadline has passed
+and a last attempt failed. EINTR is an attempt that would block (PEP 475).
+
+The hot path. A 64-byte send or receive costs the kernel about a microsecond, so
+the Python around it is kept to one C call: ``send`` of ``bytes`` with
+``timeout=None`` checks size and priority inline and calls ``mq_send``; anything
+else (other bytes-like objects, timeouts, errors) takes the general path, which
+checks everything again in the documented order. Closing sets the descriptor to
+-1, so a closed handle costs the hot path nothing: its call fails with EBADF and
+the general path raises ``ClosedError``. ``recv`` receives into a buffer taken
+from a small per-queue pool (a deque: pop/append are atomic under the GIL, so threads
+sharing a queue never share a buffer) and copies the message out once.
+
+Closing while another thread waits in ``mq_receive`` on the same handle leaves
+that thread waiting (the kernel keeps the queue open under it) until a message
+comes; it never touches freed memory.
 
 Mode: ``mq_open`` applies the umask, so the mode is set again with ``fchmod`` on
 the descriptor (an mqueue descriptor is an inode on Linux), making it exact.
@@ -19,19 +36,19 @@ the descriptor (an mqueue descriptor is an inode on Linux), making it exact.
 
 from __future__ import annotations
 
+import collections
 import errno
 import os
 import resource
-import select
 from typing import Any, Optional
 
-import posix_ipc
-
+from . import _ffi
 from ._data import byte_view
-from ._errors import ClosedError, ExistsError, IPCError, NotFoundError, closed_error, translate_oserror
-from ._mqueue import PRIORITY_MAX, Message, MessageQueue, MessageQueueStat, check_priority, read_limit, too_large
+from ._errors import As, ClosedError, ExistsError, IPCError, NotFoundError, closed_error, error_from_errno
+from ._mqueue import PRIORITY_MAX, Message, MessageQueue, MessageQueueStat, check_priority, too_large
+from ._procfs import open_fd_count, read_int
 from ._timeouts import Deadline
-from ._wait import wait_fd
+from ._wait import NO_WAIT, POLLIN, POLLOUT, WOULD_BLOCK, ReadyFd, Waiter, retry
 
 _PROC = "/proc/sys/fs/mqueue/"
 MSG_MAX_FILE = _PROC + "msg_max"
@@ -40,8 +57,16 @@ MSG_DEFAULT_FILE = _PROC + "msg_default"
 MSGSIZE_DEFAULT_FILE = _PROC + "msgsize_default"
 QUEUES_MAX_FILE = _PROC + "queues_max"
 
-_Busy = posix_ipc.BusyError
-_Signal = posix_ipc.SignalError
+ffi, lib = _ffi.ffi, _ffi.lib
+_send = lib.ipckit_mq_send
+_receive = lib.ipckit_mq_receive
+_unpack = ffi.unpack
+_alloc = ffi.new_allocator(should_clear_after_alloc=False)
+_EAGAIN = -errno.EAGAIN
+_EINTR = -errno.EINTR
+
+# A call on a handle closed under it (EBADF) is ClosedError.
+_ON_HANDLE = {errno.EBADF: As(ClosedError, "the queue handle is closed")}
 
 
 def _queue_bytes(max_messages: int, max_message_size: int) -> int:
@@ -52,8 +77,8 @@ def _queue_bytes(max_messages: int, max_message_size: int) -> int:
 
 def _limit_error(max_messages: int, max_message_size: int) -> ValueError:
     """mq_open said EINVAL: name the kernel limit the request went over."""
-    msg_max = read_limit(MSG_MAX_FILE)
-    msgsize_max = read_limit(MSGSIZE_MAX_FILE)
+    msg_max = read_int(MSG_MAX_FILE)
+    msgsize_max = read_int(MSGSIZE_MAX_FILE)
     problems = []
     if msg_max is not None and max_messages > msg_max:
         problems.append(f"max_messages={max_messages} is over the kernel limit msg_max={msg_max} ({MSG_MAX_FILE})")
@@ -66,13 +91,10 @@ def _limit_error(max_messages: int, max_message_size: int) -> ValueError:
 
 
 def _emfile_error(max_messages: int, max_message_size: int) -> IPCError:
-    """mq_open said EMFILE. That is usually not too many open files but the per-user
-    RLIMIT_MSGQUEUE byte budget, which the kernel reports with the same errno."""
+    """mq_open(O_CREAT) said EMFILE. That is usually not too many open files but the
+    per-user RLIMIT_MSGQUEUE byte budget, which the kernel reports with the same errno."""
     soft_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    try:
-        open_files = len(os.listdir("/proc/self/fd"))
-    except OSError:  # pragma: no cover
-        open_files = 0
+    open_files = open_fd_count() or 0
     if soft_files != resource.RLIM_INFINITY and open_files >= soft_files - 1:
         return IPCError(errno.EMFILE, f"mq_open: this process has too many open files ({open_files}, RLIMIT_NOFILE {soft_files})")
     budget = resource.getrlimit(resource.RLIMIT_MSGQUEUE)[0]
@@ -87,37 +109,21 @@ def _emfile_error(max_messages: int, max_message_size: int) -> IPCError:
     )
 
 
-def _mqueue_mount() -> Optional[str]:
-    """Where an mqueue filesystem is mounted (for the QSIZE line), if anywhere."""
-    try:
-        with open("/proc/self/mounts") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) > 2 and fields[2] == "mqueue":
-                    return fields[1].replace("\\040", " ")
-    except OSError:  # pragma: no cover
-        pass
-    return None
+def _create_overrides(name: str) -> dict[int, As]:
+    return {
+        errno.EEXIST: As(ExistsError, f"a POSIX message queue named {name!r} exists"),
+        errno.ENOSPC: As(
+            IPCError,
+            f"the system-wide number of POSIX message queues is at its limit "
+            f"queues_max={read_int(QUEUES_MAX_FILE)} ({QUEUES_MAX_FILE}); unlink unused queues",
+        ),
+    }
 
 
-def _queued_bytes(name: str) -> Optional[int]:
-    mount = _mqueue_mount()
-    if mount is None:
-        return None
-    try:
-        with open(os.path.join(mount, name[1:])) as f:
-            return int(f.read().split("QSIZE:")[1].split()[0])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _fail(exc: BaseException, what: str) -> BaseException:
-    """The ipckit error for a posix_ipc failure in send/receive."""
-    if isinstance(exc, posix_ipc.ExistentialError):  # the descriptor is no longer valid
-        return ClosedError(errno.EBADF, f"{what}: {exc}")
-    with translate_oserror(what):
-        raise exc
-    raise AssertionError("unreachable")  # pragma: no cover
+def _getattr(mqd: int) -> Any:
+    attr = ffi.new("struct ipckit_mq_attr *")
+    _ffi.check(lib.ipckit_mq_getattr(mqd, attr), "mq_getattr", _ON_HANDLE)
+    return attr
 
 
 class PosixMessageQueue(MessageQueue):
@@ -126,13 +132,21 @@ class PosixMessageQueue(MessageQueue):
     waits, writable when there is room)."""
 
     backend = "posix"
+    _mqd = -1
+    _msgsize = -1  # -1 once closed: every message is then "too large" for the fast path
 
-    def __init__(self, mq: Any, name: str) -> None:
-        self._mq = mq
+    def __init__(self, mqd: int, name: str) -> None:
+        self._mqd = mqd
         self.name = name
-        self._mqd: int = mq.mqd
-        self._maxmsg: int = mq.max_messages
-        self._msgsize: int = mq.max_message_size
+        try:
+            attr = _getattr(mqd)
+        except BaseException:
+            lib.ipckit_mq_close(mqd)
+            raise
+        self._maxmsg: int = attr.maxmsg
+        self._size: int = attr.msgsize
+        self._msgsize = self._size
+        self._buffers: collections.deque = collections.deque()
         self._closed = False
 
     # --- creation -----------------------------------------------------------------
@@ -140,51 +154,33 @@ class PosixMessageQueue(MessageQueue):
     @classmethod
     def _create(cls, name: str, *, max_messages: Optional[int], max_message_size: Optional[int], mode: int) -> "PosixMessageQueue":
         if max_messages is None:
-            max_messages = read_limit(MSG_DEFAULT_FILE) or posix_ipc.QUEUE_MESSAGES_MAX_DEFAULT
+            max_messages = read_int(MSG_DEFAULT_FILE) or 10
         if max_message_size is None:
-            max_message_size = read_limit(MSGSIZE_DEFAULT_FILE) or posix_ipc.QUEUE_MESSAGE_SIZE_MAX_DEFAULT
+            max_message_size = read_int(MSGSIZE_DEFAULT_FILE) or 8192
+        encoded = name.encode()
+        rc = lib.ipckit_mq_open(encoded, os.O_CREAT | os.O_EXCL, mode, max_messages, max_message_size)
+        if rc == -errno.EINVAL:
+            raise _limit_error(max_messages, max_message_size)
+        if rc == -errno.EMFILE:
+            raise _emfile_error(max_messages, max_message_size)
+        mqd = _ffi.check(rc, "mq_open", _create_overrides(name))
         try:
-            mq = posix_ipc.MessageQueue(name, posix_ipc.O_CREX, mode=mode, max_messages=max_messages, max_message_size=max_message_size)
-        except posix_ipc.ExistentialError as exc:
-            raise ExistsError(errno.EEXIST, f"mq_open: a POSIX message queue named {name!r} exists", name) from exc
-        except ValueError as exc:  # posix_ipc's EINVAL
-            raise _limit_error(max_messages, max_message_size) from exc
+            os.fchmod(mqd, mode)  # mq_open applied the umask; make the mode exact
         except OSError as exc:
-            if exc.errno == errno.EMFILE or "maximum number of files" in str(exc):
-                raise _emfile_error(max_messages, max_message_size) from exc
-            if exc.errno == errno.ENOSPC:
-                raise IPCError(
-                    errno.ENOSPC,
-                    f"mq_open: the system-wide number of POSIX message queues is at its limit "
-                    f"queues_max={read_limit(QUEUES_MAX_FILE)} ({QUEUES_MAX_FILE}); unlink unused queues",
-                ) from exc
-            with translate_oserror("mq_open", filename=name):
-                raise
-        except posix_ipc.Error as exc:
-            with translate_oserror("mq_open", filename=name):
-                raise
-            raise AssertionError("unreachable") from exc  # pragma: no cover
-        try:
-            os.fchmod(mq.mqd, mode)  # mq_open applied the umask; make the mode exact
-        except BaseException:
-            mq.unlink()
-            mq.close()
-            raise
-        return cls(mq, name)
+            lib.ipckit_mq_close(mqd)
+            lib.ipckit_mq_unlink(encoded)
+            raise error_from_errno(exc.errno, "fchmod", name) from exc
+        return cls(mqd, name)
 
     @classmethod
     def _open(cls, name: str) -> "PosixMessageQueue":
-        try:
-            mq = posix_ipc.MessageQueue(name)
-        except posix_ipc.ExistentialError as exc:
-            raise NotFoundError(errno.ENOENT, f"mq_open: no POSIX message queue named {name!r}", name) from exc
-        except (OSError, posix_ipc.Error) as exc:
-            if isinstance(exc, OSError) and (exc.errno == errno.EMFILE or "maximum number of files" in str(exc)):
-                raise IPCError(errno.EMFILE, "mq_open: this process has too many open files") from exc
-            with translate_oserror("mq_open", filename=name):
-                raise
-            raise AssertionError("unreachable") from exc  # pragma: no cover
-        return cls(mq, name)
+        rc = lib.ipckit_mq_open(name.encode(), 0, 0, 0, 0)
+        mqd = _ffi.check(rc, "mq_open", {errno.ENOENT: As(NotFoundError, f"no POSIX message queue named {name!r}")})
+        return cls(mqd, name)
+
+    @classmethod
+    def _open_id(cls, id: int) -> "PosixMessageQueue":  # pragma: no cover - the facade refuses id= for posix
+        raise ValueError("POSIX queues have no id: open them by name")
 
     # --- the hot path -----------------------------------------------------------
 
@@ -192,26 +188,55 @@ class PosixMessageQueue(MessageQueue):
         """Enqueue *data* with *priority* (0..32767; higher is received first, FIFO
         within a priority). ``type`` is for SysV queues and is ignored here.
         A full queue waits up to *timeout*, then ``Timeout``; nothing is enqueued."""
-        if self._closed:
-            raise closed_error(self)
+        if data.__class__ is bytes and priority.__class__ is int and timeout is None:
+            if len(data) <= self._msgsize and 0 <= priority <= PRIORITY_MAX:
+                if _send(self._mqd, data, len(data), priority, 0) == 0:
+                    return
+        self._send(data, priority, timeout)
+
+    def _send(self, data: Any, priority: Any, timeout: Any) -> None:
+        """The general path: every check in order, then the wait loop."""
+        self._check_open()
         view = byte_view(data)
-        if view.nbytes > self._msgsize:
-            raise too_large(view.nbytes, self._msgsize, self)
-        if priority.__class__ is not int or not 0 <= priority <= PRIORITY_MAX:
-            check_priority(priority)
-        send = self._mq.send
-        if timeout is None:  # the hot path: one direct blocking call
-            try:
-                return send(view, None, priority)  # type: ignore[no-any-return]
-            except _Signal:
-                pass  # interrupted: _retry calls again
-            except Exception as exc:
-                raise _fail(exc, "mq_send") from exc
-        self._retry(lambda block: send(view, None if block else 0, priority), "send", timeout)
+        if view.nbytes > self._size:
+            raise too_large(view.nbytes, self._size, self)
+        check_priority(priority)
+        deadline = Deadline.from_user(timeout)
+        attempt = self._send_attempt(data if data.__class__ is bytes else ffi.from_buffer(view), view.nbytes, priority)
+        retry(attempt, deadline, "send", NO_WAIT if deadline.blocking else self._send_waiter())
+
+    def _send_attempt(self, data: Any, n: int, priority: int) -> Any:
+        """``attempt(limit)`` for ``_wait``: one mq_send of checked arguments, blocking in
+        the kernel only when *limit* is forever; ``WOULD_BLOCK`` when full or interrupted."""
+
+        def attempt(limit: Deadline) -> Any:
+            rc = _send(self._mqd, data, n, priority, 0 if limit.blocking else 1)
+            if rc == 0:
+                return None
+            if rc == _EAGAIN or rc == _EINTR:
+                return WOULD_BLOCK
+            raise self._error(rc, "mq_send")
+
+        return attempt
+
+    def _send_waiter(self) -> Waiter:
+        return ReadyFd(self._mqd, POLLOUT)
 
     def recv(self, *, timeout: Optional[float] = None) -> bytes:
         """Dequeue the oldest message of the highest priority; ``Timeout`` if none
         arrived within *timeout*."""
+        if timeout is None:
+            buffers = self._buffers
+            try:
+                slot = buffers.pop()
+            except IndexError:
+                slot = self._new_buffer()
+            n = _receive(self._mqd, slot[0], self._size, slot[1], 0)
+            if n >= 0:
+                data = _unpack(slot[0], n)
+                buffers.append(slot)
+                return data  # type: ignore[no-any-return]
+            buffers.append(slot)
         return self._receive(timeout)[0]  # type: ignore[no-any-return]
 
     def receive(self, *, type: int = 0, timeout: Optional[float] = None) -> Message:
@@ -224,58 +249,54 @@ class PosixMessageQueue(MessageQueue):
         data, priority = self._receive(timeout)
         return Message(data, priority, None)
 
-    def _receive(self, timeout: Optional[float]) -> tuple:
-        if self._closed:
-            raise closed_error(self)
-        receive = self._mq.receive
-        if timeout is None:  # the hot path: one direct blocking call
-            try:
-                return receive()  # type: ignore[no-any-return]
-            except _Signal:
-                pass  # interrupted: _retry calls again
-            except Exception as exc:
-                raise _fail(exc, "mq_receive") from exc
-        return self._retry(lambda block: receive(None if block else 0), "recv", timeout)  # type: ignore[no-any-return]
-
-    def _retry(self, attempt: Any, what: str, timeout: Optional[float]) -> Any:
-        """Run ``attempt(block)`` (one mq_send/mq_receive) to completion: blocking
-        when *timeout* is None, else non-blocking tries with a poll() on the queue
-        descriptor between them until the monotonic deadline (not mq_timed*, which
-        wait on the wall clock). EINTR is retried in both cases."""
-        call = "mq_send" if what == "send" else "mq_receive"
-        if timeout is None:
-            while True:
-                try:
-                    return attempt(True)
-                except _Signal:
-                    continue
-                except Exception as exc:
-                    raise _fail(exc, call) from exc
+    def _receive(self, timeout: Any) -> tuple:
+        self._check_open()
         deadline = Deadline.from_user(timeout)
-        events = select.POLLOUT if what == "send" else select.POLLIN
-        while True:
+        return retry(self._recv_attempt(), deadline, "recv", NO_WAIT if deadline.blocking else self._recv_waiter())  # type: ignore[no-any-return]
+
+    def _recv_attempt(self) -> Any:
+        """``attempt(limit)`` for ``_wait``: one mq_receive, returning ``(data, priority)``,
+        or ``WOULD_BLOCK`` when empty or interrupted (blocking only if *limit* is forever)."""
+
+        def attempt(limit: Deadline) -> Any:
+            buffers = self._buffers
             try:
-                return attempt(False)
-            except (_Busy, _Signal):
-                pass
-            except Exception as exc:
-                raise _fail(exc, call) from exc
-            if deadline.expired():
-                raise deadline.timeout_error(what)
-            wait_fd(self._mqd, events, deadline)
+                slot = buffers.pop()
+            except IndexError:
+                slot = self._new_buffer()
+            try:
+                n = _receive(self._mqd, slot[0], self._size, slot[1], 0 if limit.blocking else 1)
+                if n >= 0:
+                    return _unpack(slot[0], n), int(slot[1][0])
+            finally:
+                buffers.append(slot)
+            if n == _EAGAIN or n == _EINTR:
+                return WOULD_BLOCK
+            raise self._error(n, "mq_receive")
+
+        return attempt
+
+    def _recv_waiter(self) -> Waiter:
+        return ReadyFd(self._mqd, POLLIN)
+
+    def _new_buffer(self) -> tuple:
+        return (_alloc("char[]", self._size), ffi.new("unsigned int *"))
+
+    def _error(self, rc: int, what: str) -> BaseException:
+        if self._closed:
+            return closed_error(self)
+        return error_from_errno(-rc, what, overrides=_ON_HANDLE)
 
     # --- the rest ---------------------------------------------------------------
 
     def fileno(self) -> int:
         """The queue descriptor (``mqd_t`` is an fd on Linux), for selectors and asyncio."""
-        if self._closed:
-            raise closed_error(self)
+        self._check_open()
         return self._mqd
 
     def __len__(self) -> int:
         self._check_open()
-        with translate_oserror("mq_getattr"):
-            return int(self._mq.current_messages)
+        return int(_getattr(self._mqd).curmsgs)
 
     @property
     def max_messages(self) -> int:
@@ -287,23 +308,26 @@ class PosixMessageQueue(MessageQueue):
     def max_message_size(self) -> int:
         """Largest message in bytes (``mq_msgsize`` from ``mq_getattr``)."""
         self._check_open()
-        return self._msgsize
+        return self._size
 
     def stat(self) -> MessageQueueStat:
         """``mq_getattr`` plus the descriptor's inode (owner, mode, last change).
-        ``bytes`` is the QSIZE line of the queue's file when an mqueue filesystem
-        is mounted somewhere, else None. POSIX queues record no sender/receiver
-        pids and no separate send/receive times (those fields are None)."""
+        ``bytes`` is the QSIZE the kernel reports when the descriptor is read (the
+        line an mqueue mount shows). POSIX queues record no sender/receiver pids and
+        no separate send/receive times (those fields are None)."""
         self._check_open()
-        with translate_oserror("mq_getattr"):
-            messages = int(self._mq.current_messages)
+        messages = int(_getattr(self._mqd).curmsgs)
+        try:
             st = os.fstat(self._mqd)
+            status = os.pread(self._mqd, 128, 0)
+        except OSError as exc:
+            raise error_from_errno(exc.errno, "mq stat") from exc
         return MessageQueueStat(
             backend="posix",
             messages=messages,
-            bytes=_queued_bytes(self.name),
+            bytes=_qsize(status),
             max_messages=self._maxmsg,
-            max_message_size=self._msgsize,
+            max_message_size=self._size,
             max_bytes=None,
             last_send_pid=None,
             last_receive_pid=None,
@@ -312,26 +336,29 @@ class PosixMessageQueue(MessageQueue):
             last_change_time=st.st_mtime,
             uid=st.st_uid,
             mode=st.st_mode & 0o7777,
+            gid=st.st_gid,
         )
 
     def unlink(self) -> None:
         """Remove the name (works on a closed handle too). Handles still open keep
         working until closed; ``NotFoundError`` if the name is already gone."""
-        try:
-            posix_ipc.unlink_message_queue(self.name)
-        except posix_ipc.ExistentialError as exc:
-            raise NotFoundError(errno.ENOENT, f"mq_unlink: no POSIX message queue named {self.name!r}", self.name) from exc
-        except (OSError, posix_ipc.Error) as exc:
-            with translate_oserror("mq_unlink", filename=self.name):
-                raise
-            raise AssertionError("unreachable") from exc  # pragma: no cover
+        rc = lib.ipckit_mq_unlink(self.name.encode())
+        _ffi.check(rc, "mq_unlink", {errno.ENOENT: As(NotFoundError, f"no POSIX message queue named {self.name!r}")})
 
     def _close(self) -> None:
-        mq, self._mq = self._mq, None
+        mqd, self._mqd, self._msgsize = self._mqd, -1, -1
+        lib.ipckit_mq_close(mqd)
+
+
+def _qsize(status: bytes) -> Optional[int]:
+    """The QSIZE field of an mqueue descriptor's status line ("QSIZE:12  NOTIFY:0 ...")."""
+    fields = status.split()
+    if fields and fields[0].startswith(b"QSIZE:"):
         try:
-            mq.close()
-        except posix_ipc.Error:  # pragma: no cover - already invalid
+            return int(fields[0][6:])
+        except ValueError:
             pass
+    return None
 
 
 __all__ = ["PosixMessageQueue"]

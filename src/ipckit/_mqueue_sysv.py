@@ -1,4 +1,11 @@
-"""backend="sysv": System V message queues (``msgget``/``msgsnd``/``msgrcv``) via sysv_ipc.
+"""backend="sysv": System V message queues (``msgget``/``msgsnd``/``msgrcv``) through cffi.
+
+Why the C library and not sysv_ipc. sysv_ipc reports EINTR as its base ``Error``
+with a text only (so telling it from other failures meant reading the message),
+and it has neither ``MSG_NOERROR`` nor ``msg_cbytes``. ``csrc/sysvmsg.c`` is a few
+lines per call and returns ``-errno``; "the queue was removed" (EIDRM, or EINVAL
+for an id that no longer exists) is then decided once, by ``_errors.SYSV_REMOVED``,
+for every call on the queue. sysv_ipc stays a test peer.
 
 Limits. The kernel has no per-queue message size or count: a message may be up to
 ``msgmax`` bytes (/proc/sys/kernel/msgmax) and a queue holds up to ``msg_qbytes``
@@ -8,17 +15,23 @@ capacity ``msg_qbytes = N * S`` (S defaults to msgmax): room for at least N mess
 of S bytes. Values over msgmax, or a product over msgmnb, raise ``ValueError``
 naming the limit and its /proc file (raising msg_qbytes over msgmnb needs
 CAP_SYS_RESOURCE, which even root may lack in a container). ``max_message_size``
-reports ``min(msgmax, msg_qbytes)`` — a larger message could never fit — and
-``max_messages`` is ``None``.
+reports ``min(msgmax, msg_qbytes)`` -- a larger message could never fit -- and
+``max_messages`` is ``None``. ``set(max_bytes=...)`` is ``IPC_SET`` of msg_qbytes.
 
 Timeouts. There is no timed ``msgrcv``/``msgsnd``. ``timeout=None`` is a plain
-blocking call (no latency cost); ``timeout=0`` is one ``IPC_NOWAIT`` attempt; a
-``timeout>0`` wait retries ``IPC_NOWAIT`` attempts, sleeping between them with a
-backoff from 50 µs up to 2 ms, never past the monotonic ``Deadline``. A timed wait
-therefore notices a message up to ~2 ms late and costs a few hundred wake-ups a
-second while idle; ``Timeout`` is raised only after the deadline has passed and a
-last attempt failed (never early). Polling was chosen over interrupting a blocking
-``msgrcv`` with a timer signal, which would disturb the application's signals.
+blocking call (no latency cost); every other wait is ``_wait.retry`` over an
+``IPC_NOWAIT`` attempt and the waiter ``Backoff(50 µs .. 2 ms)``, never napping
+past the monotonic ``Deadline``. A timed wait therefore notices a message up to
+~2 ms late and costs a few hundred wake-ups a second while idle; ``Timeout`` is
+raised only after the deadline has passed and a last attempt failed (never early).
+Polling was chosen over interrupting a blocking ``msgrcv`` with a timer signal,
+which would disturb the application's signals. The waiter's ``observe`` looks at
+``msg_qnum`` (receive) or the free bytes (send) with ``IPC_STAT``, which consumes
+nothing, so an event loop can watch for readiness from a thread.
+
+Truncation. ``receive(max_size=n)`` takes at most *n* bytes: a longer message
+raises ``MessageTooLarge`` and stays queued (``msgrcv`` E2BIG), unless
+``truncate=True``, which takes it cut to *n* bytes (``MSG_NOERROR``).
 
 Removal. ``unlink()`` (``IPC_RMID``) destroys the queue at once: calls blocked on
 it in any process, and every later call on any handle, raise ``ClosedError``.
@@ -29,56 +42,93 @@ is False), so it cannot be used with selectors; use the POSIX backend for that.
 
 from __future__ import annotations
 
+import collections
 import errno
-import time
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
-import sysv_ipc
-
+from . import _ffi
 from ._data import byte_view
-from ._errors import ClosedError, ExistsError, IPCError, NotFoundError, closed_error, translate_oserror
-from ._mqueue import TYPE_MAX, Message, MessageQueue, MessageQueueStat, check_receive_type, check_send_type, read_limit, too_large
-from ._naming import check_sysv_key, sysv_key_to_c
+from ._errors import SYSV_GONE, SYSV_REMOVED, As, ExistsError, IPCError, MessageTooLarge, NotFoundError, closed_error, error_from_errno
+from ._mqueue import TYPE_MAX, Message, MessageQueue, MessageQueueStat, check_receive_type, check_send_type, too_large
+from ._naming import check_ipc_set, check_positive_int, check_sysv_key, describe_sysv, sysv_key_to_c
+from ._procfs import read_int
 from ._timeouts import Deadline
+from ._wait import NO_WAIT, WOULD_BLOCK, Backoff, Waiter, retry
 
 MSGMAX_FILE = "/proc/sys/kernel/msgmax"
 MSGMNB_FILE = "/proc/sys/kernel/msgmnb"
 MSGMNI_FILE = "/proc/sys/kernel/msgmni"
 
-_FIRST_NAP = 50e-6
-_MAX_NAP = 2e-3
+FIRST_NAP = 50e-6
+MAX_NAP = 2e-3
 
-_Busy = sysv_ipc.BusyError
+ffi, lib = _ffi.ffi, _ffi.lib
+_msgsnd = lib.ipckit_msgsnd
+_msgrcv = lib.ipckit_msgrcv
+_unpack = ffi.unpack
+_alloc = ffi.new_allocator(should_clear_after_alloc=False)
+_NOWAIT = lib.IPC_NOWAIT
+_NOERROR = lib.MSG_NOERROR
+_EAGAIN, _ENOMSG, _EINTR, _E2BIG = -errno.EAGAIN, -errno.ENOMSG, -errno.EINTR, -errno.E2BIG
+_LONG = ffi.sizeof("long")
 
 
 def _msgmax() -> int:
-    return read_limit(MSGMAX_FILE) or 8192
+    return read_int(MSGMAX_FILE) or 8192
 
 
-def _is_eintr(exc: BaseException) -> bool:
-    # sysv_ipc reports EINTR as its base Error class with this text.
-    return type(exc) is sysv_ipc.Error and "signal" in str(exc).lower()
+class SysvMsgStat(NamedTuple):
+    """Everything ``msgctl(IPC_STAT)`` says about a queue (``q.stat()`` gives the
+    backend-neutral ``MessageQueueStat``)."""
+
+    key: Optional[int]
+    uid: int
+    gid: int
+    cuid: int
+    cgid: int
+    mode: int
+    messages: int
+    max_bytes: int
+    bytes: int
+    last_send_pid: int
+    last_receive_pid: int
+    last_send_time: int
+    last_receive_time: int
+    last_change_time: int
 
 
-def _describe(key: Optional[int]) -> str:
-    return "IPC_PRIVATE" if key is None else f"with key {key:#x}"
+def _stat(msqid: int, what: str, overrides: Any = SYSV_REMOVED) -> SysvMsgStat:
+    out = ffi.new("struct ipckit_msg_stat *")
+    _ffi.check(lib.ipckit_msgctl_stat(msqid, out), what, overrides)
+    key = out.key & 0xFFFFFFFF
+    return SysvMsgStat(
+        key or None, out.uid, out.gid, out.cuid, out.cgid, out.mode, out.qnum, out.qbytes, out.cbytes,
+        out.lspid, out.lrpid, out.stime, out.rtime, out.ctime,
+    )
 
 
 class SysvMessageQueue(MessageQueue):
-    """A System V message queue (``backend="sysv"``), named by an integer key.
+    """A System V message queue (``backend="sysv"``), named by an integer key
+    (``None``: private); ``id`` is its msqid.
 
     ``send(type=...)`` tags a message with a type >= 1; ``receive(type=...)``
     selects as ``msgrcv`` does. ``max_bytes`` is the byte capacity (``msg_qbytes``).
+    ``set(...)`` is ``IPC_SET``, ``stat()`` ``IPC_STAT``.
     """
 
     backend = "sysv"
+    id: int = -1
+    _qid = -1  # the id the hot path uses: -1 once closed
+    _limit = -1
 
-    def __init__(self, q: Any, key: Optional[int]) -> None:
-        self._q = q
+    def __init__(self, msqid: int, key: Optional[int]) -> None:
         self.name = key
-        self._id: int = q.id
+        self.id = msqid
+        self._qid = msqid
         self._msgmax = _msgmax()
-        self._limit = min(self._msgmax, q.max_size)
+        self._limit = min(self._msgmax, _stat(msqid, "msgctl(IPC_STAT)").max_bytes)
+        self._cap = self._msgmax  # receive buffers hold this many data bytes
+        self._buffers: collections.deque = collections.deque()
         self._closed = False
 
     @classmethod
@@ -100,148 +150,203 @@ class SysvMessageQueue(MessageQueue):
         qbytes = None
         if max_messages is not None:
             qbytes = max_messages * (max_message_size or msgmax)
-            msgmnb = read_limit(MSGMNB_FILE)
+            msgmnb = read_int(MSGMNB_FILE)
             if msgmnb is not None and qbytes > msgmnb:
                 raise ValueError(
                     f"max_messages={max_messages} x max_message_size={max_message_size or msgmax} = {qbytes} bytes is over "
                     f"the kernel's queue capacity limit msgmnb={msgmnb} ({MSGMNB_FILE}); SysV queues are sized in bytes"
                 )
+        ckey = lib.IPC_PRIVATE if name is None else sysv_key_to_c(name)
+        overrides = {
+            errno.EEXIST: As(ExistsError, f"a SysV message queue {describe_sysv(name)} exists"),
+            errno.ENOSPC: As(
+                IPCError,
+                f"the system-wide number of SysV message queues is at its limit msgmni="
+                f"{read_int(MSGMNI_FILE)} ({MSGMNI_FILE}); remove unused queues (ipcs -q / ipcrm)",
+            ),
+        }
+        msqid = _ffi.check(lib.ipckit_msgget(ckey, lib.IPC_CREAT | lib.IPC_EXCL | mode), "msgget", overrides)
         try:
-            ckey = sysv_ipc.IPC_PRIVATE if name is None else sysv_key_to_c(name)
-            q = sysv_ipc.MessageQueue(ckey, sysv_ipc.IPC_CREX, mode=mode, max_message_size=msgmax)
-        except sysv_ipc.ExistentialError as exc:
-            raise ExistsError(errno.EEXIST, f"msgget: a SysV message queue with key {name:#x} exists", name) from exc
-        except OSError as exc:
-            if exc.errno in (None, errno.ENOSPC) and "limit" in str(exc):
-                raise IPCError(
-                    errno.ENOSPC,
-                    f"msgget: the system-wide number of SysV message queues is at its limit msgmni="
-                    f"{read_limit(MSGMNI_FILE)} ({MSGMNI_FILE}); remove unused queues (ipcs -q / ipcrm)",
-                ) from exc
-            with translate_oserror("msgget", filename=name):
-                raise
-            raise  # pragma: no cover
-        except sysv_ipc.Error as exc:
-            with translate_oserror("msgget", filename=name):
-                raise
-            raise AssertionError("unreachable") from exc  # pragma: no cover
-        if qbytes is not None:
-            try:
-                q.max_size = qbytes  # IPC_SET msg_qbytes (lowering it needs no privilege)
-            except BaseException as exc:
-                q.remove()
-                with translate_oserror("msgctl(IPC_SET)"):
-                    raise
-                raise AssertionError("unreachable") from exc  # pragma: no cover
-        return cls(q, name)
+            if qbytes is not None:  # IPC_SET msg_qbytes (lowering it needs no privilege)
+                _ffi.check(lib.ipckit_msgctl_set(msqid, -1, -1, -1, qbytes), "msgctl(IPC_SET)", SYSV_REMOVED)
+            return cls(msqid, name)
+        except BaseException:
+            lib.ipckit_msgctl_rmid(msqid)
+            raise
 
     @classmethod
     def _open(cls, name: Optional[int]) -> "SysvMessageQueue":
         if name is None:
             raise TypeError("name must be an int key to open a SysV queue: a private (None) queue has no key to be opened by")
-        try:
-            q = sysv_ipc.MessageQueue(sysv_key_to_c(name), 0, max_message_size=_msgmax())
-        except sysv_ipc.ExistentialError as exc:
-            raise NotFoundError(errno.ENOENT, f"msgget: no SysV message queue with key {name:#x}", name) from exc
-        except (OSError, sysv_ipc.Error) as exc:
-            with translate_oserror("msgget", filename=name):
-                raise
-            raise AssertionError("unreachable") from exc  # pragma: no cover
-        return cls(q, name)
+        overrides = {errno.ENOENT: As(NotFoundError, f"no SysV message queue with key {name:#x}")}
+        msqid = _ffi.check(lib.ipckit_msgget(sysv_key_to_c(name), 0), "msgget", overrides)
+        return cls(msqid, name)
+
+    @classmethod
+    def _open_id(cls, id: int) -> "SysvMessageQueue":
+        key = _stat(id, f"msgctl({id}, IPC_STAT)", SYSV_GONE).key
+        return cls(id, key)
 
     # --- the hot path -----------------------------------------------------------
-
-    def _fail(self, exc: BaseException, what: str) -> BaseException:
-        """The ipckit error for a sysv_ipc failure on this queue."""
-        if isinstance(exc, sysv_ipc.ExistentialError) or getattr(exc, "errno", None) in (errno.EINVAL, errno.EIDRM):
-            # msgsnd says EINVAL, msgrcv EIDRM/EINVAL, for a queue removed under us.
-            return ClosedError(errno.EIDRM, f"{what}: the SysV message queue {_describe(self.name)} was removed")
-        with translate_oserror(what):
-            raise exc
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def send(self, data: Any, *, priority: int = 0, type: int = 1, timeout: Optional[float] = None) -> None:
         """Enqueue *data* tagged with *type* (1..2**31-1). ``priority`` is for
         POSIX queues and is ignored here. A full queue (``msg_qbytes`` reached)
         waits up to *timeout*, then ``Timeout``; nothing is enqueued."""
-        if self._closed:
-            raise closed_error(self)
+        if data.__class__ is bytes and type.__class__ is int and timeout is None:
+            if len(data) <= self._limit and 1 <= type <= TYPE_MAX:
+                if _msgsnd(self._qid, type, data, len(data), 0) == 0:
+                    return
+        self._send(data, type, timeout)
+
+    def _send(self, data: Any, type_: Any, timeout: Any) -> None:
+        """The general path: every check in order, then the wait loop."""
+        self._check_open()
         view = byte_view(data)
         if view.nbytes > self._limit:
             raise too_large(view.nbytes, self._limit, self)
-        if type.__class__ is not int or not 1 <= type <= TYPE_MAX:
-            check_send_type(type)
-        send = self._q.send
-        if timeout is None:  # the hot path: one direct blocking call
-            try:
-                return send(view, True, type)  # type: ignore[no-any-return]
-            except Exception as exc:
-                if not _is_eintr(exc):
-                    raise self._fail(exc, "msgsnd") from exc
-        self._retry(lambda block: send(view, block, type), "send", timeout)
+        check_send_type(type_)
+        deadline = Deadline.from_user(timeout)
+        attempt = self._send_attempt(data if data.__class__ is bytes else ffi.from_buffer(view), view.nbytes, type_)
+        retry(attempt, deadline, "send", NO_WAIT if deadline.blocking else self._send_waiter(view.nbytes))
+
+    def _send_attempt(self, data: Any, n: int, type_: int) -> Any:
+        """``attempt(limit)`` for ``_wait``: one msgsnd (``IPC_NOWAIT`` unless *limit*
+        is forever); ``WOULD_BLOCK`` when the queue is full or the call interrupted."""
+
+        def attempt(limit: Deadline) -> Any:
+            rc = _msgsnd(self._qid, type_, data, n, 0 if limit.blocking else _NOWAIT)
+            if rc == 0:
+                return None
+            if rc == _EAGAIN or rc == _EINTR:
+                return WOULD_BLOCK
+            raise self._error(rc, "msgsnd")
+
+        return attempt
+
+    def _send_waiter(self, n: int) -> Waiter:
+        """Naps; ``observe()`` says whether *n* more bytes fit now (IPC_STAT, no side effect)."""
+
+        def observe() -> bool:
+            st = _stat(self._qid, "msgctl(IPC_STAT)")
+            return st.bytes + n <= st.max_bytes and st.messages + 1 <= st.max_bytes
+
+        return Backoff(FIRST_NAP, MAX_NAP, observe=observe)
 
     def recv(self, *, timeout: Optional[float] = None) -> bytes:
         """Dequeue the first message (any type); ``Timeout`` if none within *timeout*."""
-        return self._receive(0, timeout)[0]  # type: ignore[no-any-return]
+        if timeout is None:
+            buffers = self._buffers
+            try:
+                slot = buffers.pop()
+            except IndexError:
+                slot = self._new_buffer()
+            n = _msgrcv(self._qid, slot[1], slot[0], 0, 0)
+            if n >= 0:
+                data = _unpack(slot[2], n)
+                buffers.append(slot)
+                return data  # type: ignore[no-any-return]
+            buffers.append(slot)
+        return self._receive(0, timeout, None, False)[0]  # type: ignore[no-any-return]
 
-    def receive(self, *, type: int = 0, timeout: Optional[float] = None) -> Message:
+    def receive(
+        self, *, type: int = 0, timeout: Optional[float] = None, max_size: Optional[int] = None, truncate: bool = False
+    ) -> Message:
         """Dequeue a message selected by *type* as ``msgrcv`` does: 0 the first
         message, >0 the first of that type, <0 the first of the lowest type
-        <= |type|. Returns ``Message(data, None, type)``."""
+        <= |type|. Returns ``Message(data, None, type)``.
+
+        *max_size* (SysV only) takes at most that many bytes: a longer message
+        raises ``MessageTooLarge`` and stays queued, or with ``truncate=True`` is
+        taken cut short to *max_size* bytes (``MSG_NOERROR``)."""
         if type.__class__ is not int or not -TYPE_MAX <= type <= TYPE_MAX:
             check_receive_type(type)
-        data, mtype = self._receive(type, timeout)
+        if max_size is not None:
+            check_positive_int(max_size, "max_size", minimum=0)
+        elif truncate:
+            raise ValueError("truncate=True needs max_size=: the length to cut a longer message to")
+        if not isinstance(truncate, bool):
+            raise TypeError(f"truncate must be a bool, not {truncate.__class__.__name__}")
+        data, mtype = self._receive(type, timeout, max_size, truncate)
         return Message(data, None, mtype)
 
-    def _receive(self, type_: int, timeout: Optional[float]) -> tuple:
-        if self._closed:
-            raise closed_error(self)
-        receive = self._q.receive
-        if timeout is None:  # the hot path: one direct blocking call
-            try:
-                return receive(True, type_)  # type: ignore[no-any-return]
-            except Exception as exc:
-                if not _is_eintr(exc):
-                    raise self._fail(exc, "msgrcv") from exc
-        return self._retry(lambda block: receive(block, type_), "recv", timeout)  # type: ignore[no-any-return]
-
-    def _retry(self, attempt: Any, what: str, timeout: Optional[float]) -> Any:
-        """Run ``attempt(block)`` (one msgsnd/msgrcv) to completion: blocking when
-        *timeout* is None, else non-blocking tries with growing naps (the kernel has
-        no timed msgrcv) until the deadline. EINTR is retried in both cases."""
-        call = "msgsnd" if what == "send" else "msgrcv"
-        if timeout is None:
-            while True:
-                try:
-                    return attempt(True)
-                except Exception as exc:
-                    if not _is_eintr(exc):
-                        raise self._fail(exc, call) from exc
+    def _receive(self, type_: int, timeout: Any, max_size: Optional[int], truncate: bool) -> tuple:
+        self._check_open()
         deadline = Deadline.from_user(timeout)
-        nap = _FIRST_NAP
-        while True:
-            try:
-                return attempt(False)
-            except _Busy:
-                pass
-            except Exception as exc:
-                if not _is_eintr(exc):
-                    raise self._fail(exc, call) from exc
-            if deadline.expired():
-                raise deadline.timeout_error(what)
-            nap = _nap(nap, deadline)
+        attempt = self._recv_attempt(type_, max_size, truncate)
+        return retry(attempt, deadline, "recv", NO_WAIT if deadline.blocking else self._recv_waiter())  # type: ignore[no-any-return]
+
+    def _recv_attempt(self, type_: int = 0, max_size: Optional[int] = None, truncate: bool = False) -> Any:
+        """``attempt(limit)`` for ``_wait``: one msgrcv selecting *type_* (``IPC_NOWAIT``
+        unless *limit* is forever), returning ``(data, type)``; ``WOULD_BLOCK`` when
+        nothing matches or the call was interrupted."""
+
+        def attempt(limit: Deadline) -> Any:
+            flags = (0 if limit.blocking else _NOWAIT) | (_NOERROR if truncate else 0)
+            while True:
+                buffers = self._buffers
+                try:
+                    slot = buffers.pop()
+                except IndexError:
+                    slot = self._new_buffer()
+                cap = slot[0] if max_size is None else min(max_size, slot[0])
+                n = _msgrcv(self._qid, slot[1], cap, type_, flags)
+                if n >= 0:
+                    result = _unpack(slot[2], n), int(slot[3][0])
+                    buffers.append(slot)
+                    return result
+                buffers.append(slot)
+                if n == _ENOMSG or n == _EINTR:
+                    return WOULD_BLOCK
+                if n != _E2BIG:
+                    raise self._error(n, "msgrcv")
+                if cap == max_size:  # longer than the caller takes: it stays queued
+                    raise MessageTooLarge(
+                        errno.E2BIG, f"msgrcv: the message is longer than max_size={max_size}; it stays queued "
+                        "(truncate=True takes it cut short)"
+                    )
+                self._grow()  # msgmax was raised since: make room and try again
+
+        return attempt
+
+    def _recv_waiter(self) -> Waiter:
+        """Naps; ``observe()`` says whether a message is queued (IPC_STAT, no side effect;
+        a receive selecting a type may still find none of that type)."""
+        return Backoff(FIRST_NAP, MAX_NAP, observe=lambda: _stat(self._qid, "msgctl(IPC_STAT)").messages > 0)
+
+    def _new_buffer(self) -> tuple:
+        """(data capacity, msgbuf for msgrcv, its data part, its type part)."""
+        buf = _alloc("char[]", _LONG + self._cap)
+        return (self._cap, buf, buf + _LONG, ffi.cast("long *", buf))
+
+    def _grow(self) -> None:
+        self._cap = max(self._cap * 2, _msgmax())
+        self._buffers.clear()
+
+    def _error(self, rc: int, what: str) -> BaseException:
+        if self._closed:
+            return closed_error(self)
+        return error_from_errno(-rc, f"{what} on the SysV message queue {describe_sysv(self.name)}", overrides=SYSV_REMOVED)
 
     # --- the rest ---------------------------------------------------------------
 
-    def _get(self, attribute: str) -> Any:
+    def _sysv_stat(self) -> SysvMsgStat:
+        """Every field of ``msgctl(IPC_STAT)``, as the kernel has them."""
         self._check_open()
-        try:
-            return getattr(self._q, attribute)
-        except Exception as exc:
-            raise self._fail(exc, "msgctl(IPC_STAT)") from exc
+        return _stat(self._qid, "msgctl(IPC_STAT)")
+
+    def set(self, *, mode: Optional[int] = None, uid: Optional[int] = None, gid: Optional[int] = None, max_bytes: Optional[int] = None) -> None:
+        """``msgctl(IPC_SET)``: change the permission *mode*, the owner *uid*/*gid*,
+        and the byte capacity *max_bytes* (``msg_qbytes``; raising it over msgmnb
+        needs CAP_SYS_RESOURCE). Arguments left None stay as they are."""
+        c_mode, c_uid, c_gid = check_ipc_set(mode, uid, gid, required=max_bytes is None)
+        qbytes = -1 if max_bytes is None else check_positive_int(max_bytes, "max_bytes")
+        self._check_open()
+        _ffi.check(lib.ipckit_msgctl_set(self._qid, c_uid, c_gid, c_mode, qbytes), "msgctl(IPC_SET)", SYSV_REMOVED)
+        self._limit = min(self._msgmax, _stat(self._qid, "msgctl(IPC_STAT)").max_bytes)
 
     def __len__(self) -> int:
-        return int(self._get("current_messages"))
+        return int(self._sysv_stat().messages)
 
     @property
     def max_messages(self) -> None:
@@ -253,43 +358,33 @@ class SysvMessageQueue(MessageQueue):
     def max_message_size(self) -> int:
         """The largest message that can be sent: ``msgmax`` (/proc/sys/kernel/msgmax),
         or the queue's ``msg_qbytes`` if that is smaller."""
-        self._limit = min(self._msgmax, int(self._get("max_size")))
+        self._limit = min(self._msgmax, int(self._sysv_stat().max_bytes))
         return self._limit
 
     @property
     def max_bytes(self) -> int:
         """The queue's byte capacity, ``msg_qbytes``."""
-        return int(self._get("max_size"))
+        return int(self._sysv_stat().max_bytes)
 
     def stat(self) -> MessageQueueStat:
         """``msgctl(IPC_STAT)``: counts, limits, last sender/receiver pids and times
-        (None until the first send/receive), owner and mode. ``bytes`` (msg_cbytes)
-        comes from /proc/sysvipc/msg."""
-        messages = int(self._get("current_messages"))
-        qbytes = int(self._get("max_size"))
-
-        def when(attribute: str) -> Optional[float]:
-            value = self._get(attribute)
-            return float(value) if value else None
-
-        def pid(attribute: str) -> Optional[int]:
-            value = self._get(attribute)
-            return int(value) if value else None
-
+        (None until the first send/receive), owner and mode."""
+        st = self._sysv_stat()
         return MessageQueueStat(
             backend="sysv",
-            messages=messages,
-            bytes=_cbytes(self._id),
+            messages=st.messages,
+            bytes=st.bytes,
             max_messages=None,
-            max_message_size=min(self._msgmax, qbytes),
-            max_bytes=qbytes,
-            last_send_pid=pid("last_send_pid"),
-            last_receive_pid=pid("last_receive_pid"),
-            last_send_time=when("last_send_time"),
-            last_receive_time=when("last_receive_time"),
-            last_change_time=when("last_change_time"),
-            uid=int(self._get("uid")),
-            mode=int(self._get("mode")) & 0o777,
+            max_message_size=min(self._msgmax, st.max_bytes),
+            max_bytes=st.max_bytes,
+            last_send_pid=st.last_send_pid or None,
+            last_receive_pid=st.last_receive_pid or None,
+            last_send_time=float(st.last_send_time) if st.last_send_time else None,
+            last_receive_time=float(st.last_receive_time) if st.last_receive_time else None,
+            last_change_time=float(st.last_change_time) if st.last_change_time else None,
+            uid=st.uid,
+            mode=st.mode,
+            gid=st.gid,
         )
 
     def __reduce__(self) -> tuple:
@@ -301,38 +396,10 @@ class SysvMessageQueue(MessageQueue):
         """Remove the queue now (``IPC_RMID``), whether or not this handle is closed.
         Every handle's later calls raise ``ClosedError``; ``NotFoundError`` if it was
         already removed."""
-        try:
-            sysv_ipc.remove_message_queue(self._id)
-        except sysv_ipc.ExistentialError as exc:
-            raise NotFoundError(errno.ENOENT, f"msgctl(IPC_RMID): the SysV message queue {_describe(self.name)} is already gone", self.name) from exc
-        except (OSError, sysv_ipc.Error) as exc:
-            with translate_oserror("msgctl(IPC_RMID)"):
-                raise
-            raise AssertionError("unreachable") from exc  # pragma: no cover
+        _ffi.check(lib.ipckit_msgctl_rmid(self.id), f"msgctl(IPC_RMID) of the SysV message queue {describe_sysv(self.name)}", SYSV_GONE)
 
     def _close(self) -> None:
-        self._q = None  # nothing to release: a SysV queue id is not a descriptor
+        self._qid, self._limit = -1, -1  # nothing to release: a SysV queue id is not a descriptor
 
 
-def _nap(nap: float, deadline: Deadline) -> float:
-    """Sleep for *nap* (never past *deadline*); return the next, longer nap."""
-    left = deadline.remaining()
-    time.sleep(nap if left is None else min(nap, left))
-    return min(nap * 2, _MAX_NAP)
-
-
-def _cbytes(msqid: int) -> Optional[int]:
-    """msg_cbytes of queue *msqid*, from /proc/sysvipc/msg (sysv_ipc does not expose it)."""
-    try:
-        with open("/proc/sysvipc/msg") as f:
-            next(f)
-            for line in f:
-                fields = line.split()
-                if int(fields[1]) == msqid:
-                    return int(fields[3])
-    except (OSError, ValueError, IndexError, StopIteration):
-        pass
-    return None
-
-
-__all__ = ["SysvMessageQueue"]
+__all__ = ["SysvMessageQueue", "SysvMsgStat"]

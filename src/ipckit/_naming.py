@@ -1,14 +1,15 @@
-"""Names and addresses: the rules for POSIX names and SysV keys, checked before any system call."""
+"""Names and addresses: the rules for POSIX names, SysV keys and ids, modes and owners,
+checked before any system call."""
 
 from __future__ import annotations
 
 import importlib
-import os
-import secrets
 from typing import Any, Literal, Optional, overload
 
 NAME_MAX = 255
 KEY_MIN, KEY_MAX = 1, 0xFFFFFFFF
+ID_MAX = 2**31 - 1
+OWNER_MAX = 2**32 - 2
 
 
 def check_posix_name(name: object, argument: str = "name", *, max_bytes: int = NAME_MAX, why: str = "") -> str:
@@ -94,14 +95,56 @@ def check_positive_int(value: object, argument: str, *, allow_none: bool = False
     return value
 
 
-def random_posix_name(prefix: str = "ipckit") -> str:
-    """A fresh, valid POSIX name such as ``/ipckit-1234-9f3a0c1b2d``."""
-    return f"/{prefix}-{os.getpid()}-{secrets.token_hex(5)}"
+def check_open_target(name: object, id: object, backend: str) -> Optional[int]:
+    """For ``Cls.open(name, *, backend, id=None)``: the SysV id to open by, or None to
+    open by *name*. An id is only ever taken from ``id=``, never from *name*, so a
+    shmid passed where a key belongs cannot silently open another object."""
+    if id is None:
+        return None  # by name: the backend's name check says what a None name means
+    if name is not None:
+        raise TypeError("give open() a name or id=, not both")
+    if backend != "sysv":
+        raise ValueError(f"id= opens a SysV object by its id: it needs backend='sysv', not {backend!r}")
+    return check_sysv_id(id)
 
 
-def random_sysv_key() -> int:
-    """A random key in the valid range (collisions are handled by create()'s O_EXCL)."""
-    return secrets.randbelow(KEY_MAX - 0x10000) + 0x10000
+def check_sysv_id(id: object, argument: str = "id") -> int:
+    """A SysV object id (shmid, semid, msqid): an int in 0..2**31-1."""
+    if isinstance(id, bool) or not isinstance(id, int):
+        raise TypeError(f"{argument} must be an int (a SysV id such as m.id), not {type(id).__name__}")
+    if not 0 <= id <= ID_MAX:
+        raise ValueError(f"{argument} must be in 0..{ID_MAX}, got {id}")
+    return id
+
+
+def check_owner(value: object, argument: str) -> int:
+    """A uid or gid for IPC_SET: an int in 0..2**32-2 (-1 means "unchanged" to the kernel)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{argument} must be an int, not {type(value).__name__}")
+    if not 0 <= value <= OWNER_MAX:
+        raise ValueError(f"{argument} must be in 0..{OWNER_MAX}, got {value}")
+    return value
+
+
+def check_ipc_set(mode: object, uid: object, gid: object, *, required: bool = True) -> tuple[int, int, int]:
+    """The arguments of a SysV ``set(mode=, uid=, gid=)``: each None (keep it: -1 for
+    C) or checked; one at least, if *required*. Modes are 0..0o777 (no other bits)."""
+    if required and mode is None and uid is None and gid is None:
+        raise TypeError("set() needs at least one of mode=, uid=, gid=")
+    if mode is not None:
+        check_mode(mode)
+        if mode > 0o777:  # type: ignore[operator]
+            raise ValueError(f"mode must be in 0..0o777 for a SysV object (it has no setuid/sticky bits), got {oct(mode)}")  # type: ignore[arg-type]
+    return (
+        -1 if mode is None else mode,  # type: ignore[return-value]
+        -1 if uid is None else check_owner(uid, "uid"),
+        -1 if gid is None else check_owner(gid, "gid"),
+    )
+
+
+def describe_sysv(key: Optional[int]) -> str:
+    """How a message names a SysV object: by key, or as private."""
+    return "IPC_PRIVATE" if key is None else f"with key {key:#x}"
 
 
 __all__ = [
@@ -112,7 +155,10 @@ __all__ = [
     "check_positive_int",
     "check_posix_name",
     "check_sysv_key",
-    "random_posix_name",
-    "random_sysv_key",
+    "check_ipc_set",
+    "check_open_target",
+    "check_owner",
+    "check_sysv_id",
+    "describe_sysv",
     "sysv_key_to_c",
 ]
