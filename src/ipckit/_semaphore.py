@@ -1,37 +1,42 @@
-"""Semaphore: the public class, its argument checks, and the POSIX backend.
+"""Semaphore: the public class, its argument checks, and dispatch to a backend.
 
-``Semaphore.create(...)`` / ``open(...)`` return an instance of the backend's subclass::
+``Semaphore.create(...)`` / ``open(...)`` validate what every backend shares and
+return an instance of the backend's subclass (``isinstance(s, Semaphore)`` holds,
+and ``acquire``/``release`` are the subclass's own methods, with nothing between)::
 
-    backend="posix"  ->  PosixSemaphore   sem_open / sem_clockwait / sem_post (cffi, csrc/posixsem.c)
-    backend="sysv"   ->  SysvSemaphore    semget / semtimedop (cffi; _semaphore_sysv.py), sets of N
+    backend="posix"  ->  _semaphore_posix.PosixSemaphore   sem_open / sem_clockwait / sem_post (cffi, csrc/posixsem.c)
+    backend="sysv"   ->  _semaphore_sysv.SysvSemaphore     semget / semtimedop (cffi, csrc/sysvsem*.c), sets of N
 
-Why cffi and not posix_ipc for POSIX semaphores: posix_ipc's timed acquire is
-``sem_timedwait``, whose absolute deadline is on CLOCK_REALTIME. Set the wall clock
-back an hour during a 1 s wait and it waits an hour and a second; forward, and it
-returns early. ``sem_clockwait(CLOCK_MONOTONIC)`` (glibc >= 2.30) cannot be moved,
-and every wait here is a loop on one monotonic ``Deadline`` that also retries EINTR
-with the time that is left (PEP 475), so a wait never ends early and never overstays.
+The contract a backend subclass implements
+------------------------------------------
 
-Closing a POSIX handle (``sem_close``) unmaps the semaphore. A thread still blocked
-in ``sem_wait`` on it would then touch unmapped memory, so ``close()`` only marks
-the object closed while a call is in flight; the last call to return releases it.
+* ``_create(name, value, mode, count, undo)`` / ``_open(name, undo)`` (classmethods):
+  *mode* is checked, *count* None or >= 1; the backend checks *name* and *value*.
+  ``_open_id(id, undo)`` for SysV (``open(id=...)``).
+* ``acquire``, ``release``, ``value``, ``unlink``, ``_close``. Waiting is one
+  *attempt* for ``_wait.retry``: ``_acquire_attempt(limit)`` waits in the kernel up
+  to *limit* (``sem_clockwait`` / ``semtimedop``; with ``_wait.NOW`` it never
+  blocks) and returns True or ``WOULD_BLOCK``, so its waiter is ``NO_WAIT``.
+* ``_wait_positive(limit) -> bool``: wait until the value is positive without
+  taking anything, up to *limit* (False when it passed); callable from a worker
+  thread without the GIL, for an event loop's acquire.
+
+Shared here: the value and release-count checks, threading's ``blocking``/``timeout``
+rules, ``with`` (acquire/release, not close), and pickling by name.
 """
 
 from __future__ import annotations
 
-import errno
-import os
-import threading
 from typing import Any, Optional
 
-from . import _ffi
-from ._errors import closed_error, error_from_errno
-from ._naming import NAME_MAX, backend_class, check_mode, check_positive_int, check_posix_name
+from ._errors import Timeout
+from ._naming import backend_class, check_mode, check_open_target, check_positive_int
 from ._resource import Resource
 from ._timeouts import Deadline
+from ._wait import NO_WAIT, retry
 
 _BACKEND_CLASSES = {
-    "posix": ("._semaphore", "PosixSemaphore"),
+    "posix": ("._semaphore_posix", "PosixSemaphore"),
     "sysv": ("._semaphore_sysv", "SysvSemaphore"),
 }
 
@@ -40,7 +45,7 @@ def _backend_class(backend: object) -> "type[Semaphore]":
     return backend_class(_BACKEND_CLASSES, backend)  # type: ignore[no-any-return]
 
 
-def _check_value(value: object, argument: str, maximum: int, limit_name: str) -> int:
+def check_value(value: object, argument: str, maximum: int, limit_name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{argument} must be an int, not {type(value).__name__}")
     if value < 0:
@@ -50,7 +55,15 @@ def _check_value(value: object, argument: str, maximum: int, limit_name: str) ->
     return value
 
 
-def _wait_deadline(blocking: object, timeout: object) -> Deadline:
+def check_release_n(n: object) -> int:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, not {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    return n
+
+
+def wait_deadline(blocking: object, timeout: object) -> Deadline:
     """The deadline for ``acquire(blocking, timeout)``, with threading's rules."""
     if not blocking:
         if timeout is not None:
@@ -101,9 +114,16 @@ class Semaphore(Resource):
         return impl._create(name, value, check_mode(mode), count, bool(undo))
 
     @classmethod
-    def open(cls, name: Any, *, backend: str = "posix", undo: bool = False) -> "Semaphore":
-        """Open an existing semaphore; ``NotFoundError`` if there is none by *name*."""
-        return _backend_class(backend)._open(name, bool(undo))
+    def open(cls, name: Any = None, *, backend: str = "posix", undo: bool = False, id: Optional[int] = None) -> "Semaphore":
+        """Open an existing semaphore; ``NotFoundError`` if there is none by *name*.
+
+        ``id=`` (SysV only) opens the set with that semid instead of looking up a
+        key: ``Semaphore.open(id=s.id, backend="sysv")``."""
+        impl = _backend_class(backend)
+        by_id = check_open_target(name, id, backend)
+        if by_id is not None:
+            return impl._open_id(by_id, bool(undo))
+        return impl._open(name, bool(undo))
 
     # --- what each backend implements -------------------------------------------
 
@@ -113,6 +133,10 @@ class Semaphore(Resource):
 
     @classmethod
     def _open(cls, name: Any, undo: bool) -> "Semaphore":
+        raise NotImplementedError
+
+    @classmethod
+    def _open_id(cls, id: int, undo: bool) -> "Semaphore":
         raise NotImplementedError
 
     def acquire(self, blocking: bool = True, timeout: Optional[float] = None) -> bool:
@@ -133,7 +157,34 @@ class Semaphore(Resource):
     def unlink(self) -> None:
         raise NotImplementedError
 
+    def _acquire_attempt(self, limit: Deadline) -> Any:
+        raise NotImplementedError
+
+    def _positive_attempt(self, limit: Deadline) -> Any:
+        raise NotImplementedError
+
     # --- shared behaviour ----------------------------------------------------------
+
+    def _acquire(self, blocking: object, timeout: object) -> bool:
+        """The general path of ``acquire()``: threading's argument rules, then the one
+        wait loop over the backend's attempt (which waits in the kernel: ``NO_WAIT``)."""
+        deadline = wait_deadline(blocking, timeout)
+        self._check_open()
+        try:
+            return retry(self._acquire_attempt, deadline, "acquire", NO_WAIT)  # type: ignore[no-any-return]
+        except Timeout:
+            return False
+
+    def _wait_positive(self, deadline: Deadline) -> bool:
+        """Wait until the value is positive, taking nothing; False once *deadline*
+        passed. For ``ipckit.aio``: run it in a worker thread (the C call waits
+        without the GIL), then try ``_acquire_attempt(NOW)``, which may lose the
+        race to another process and wait again; a cancelled wait took nothing."""
+        self._check_open()
+        try:
+            return retry(self._positive_attempt, deadline, "wait", NO_WAIT)  # type: ignore[no-any-return]
+        except Timeout:
+            return False
 
     def __enter__(self) -> "Semaphore":  # type: ignore[override]
         self.acquire()
@@ -153,147 +204,4 @@ class Semaphore(Resource):
         return f"<ipckit.Semaphore {self.name!r}{member} backend={self.backend!r} {state}>"
 
 
-def _check_release_n(n: object) -> int:
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n must be an int, not {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    return n
-
-
-# glibc keeps a semaphore as the file /dev/shm/sem.NAME, so NAME_MAX (255) leaves 251
-# bytes for the name: a longer one is a ValueError here, not ENAMETOOLONG from sem_open.
-SEM_NAME_MAX = NAME_MAX - len("sem.")
-
-
-def _check_sem_name(name: Any) -> str:
-    return check_posix_name(name, max_bytes=SEM_NAME_MAX, why=" for a POSIX semaphore (glibc stores it as /dev/shm/sem.NAME)")
-
-
-class PosixSemaphore(Semaphore):
-    """``backend="posix"``: a named POSIX semaphore (the file /dev/shm/sem.NAME)."""
-
-    backend = "posix"
-    _sem: Any = None
-    _lock: threading.Lock
-    _busy = 0
-
-    @classmethod
-    def _create(cls, name: Any, value: Any, mode: int, count: Optional[int], undo: bool) -> "Semaphore":
-        name = _check_sem_name(name)
-        _check_value(value, "value", _ffi.lib.SEM_VALUE_MAX, "SEM_VALUE_MAX")
-        if count not in (None, 1):
-            raise ValueError("count > 1 (a semaphore set) needs backend='sysv'")
-        if undo:
-            raise ValueError("undo (SEM_UNDO) needs backend='sysv': POSIX semaphores have no undo")
-        lib = _ffi.lib
-        out = _ffi.ffi.new("sem_t **")
-        _ffi.call(lib.ipckit_sem_open, name.encode(), lib.O_CREAT | lib.O_EXCL, mode, value, out, what=f"sem_open({name!r})")
-        self = cls._wrap(name, out[0])
-        try:
-            # sem_open applied the umask; glibc keeps the semaphore in /dev/shm/sem.NAME.
-            os.chmod(f"/dev/shm/sem.{name[1:]}", mode)
-        except FileNotFoundError:  # pragma: no cover - a libc that stores them elsewhere
-            pass
-        except BaseException:
-            self.close()
-            lib.ipckit_sem_unlink(name.encode())
-            raise
-        return self
-
-    @classmethod
-    def _open(cls, name: Any, undo: bool) -> "Semaphore":
-        name = _check_sem_name(name)
-        if undo:
-            raise ValueError("undo (SEM_UNDO) needs backend='sysv': POSIX semaphores have no undo")
-        out = _ffi.ffi.new("sem_t **")
-        _ffi.call(_ffi.lib.ipckit_sem_open, name.encode(), 0, 0, 0, out, what=f"sem_open({name!r})")
-        return cls._wrap(name, out[0])
-
-    @classmethod
-    def _wrap(cls, name: str, sem: Any) -> "PosixSemaphore":
-        self = cls.__new__(cls)
-        self.name = name
-        self._sem = sem
-        self._lock = threading.Lock()
-        self._busy = 0
-        self._closed = False
-        return self
-
-    # Every call holds a "busy" count so that close() from another thread never
-    # unmaps the semaphore under a call in flight (see the module docstring).
-    def _enter(self) -> Any:
-        with self._lock:
-            if self._closed:
-                raise closed_error(self)
-            self._busy += 1
-            return self._sem
-
-    def _leave(self) -> None:
-        with self._lock:
-            self._busy -= 1
-            last = self._closed and self._busy == 0
-        if last:
-            self._free()
-
-    def _close(self) -> None:
-        with self._lock:
-            idle = self._busy == 0
-        if idle:
-            self._free()
-
-    def _free(self) -> None:
-        with self._lock:
-            sem, self._sem = self._sem, None
-        if sem is not None:
-            _ffi.lib.ipckit_sem_close(sem)
-
-    def acquire(self, blocking: bool = True, timeout: Optional[float] = None) -> bool:
-        deadline = _wait_deadline(blocking, timeout)
-        wait = _ffi.lib.ipckit_sem_wait
-        sem = self._enter()
-        try:
-            while True:
-                ns = deadline.remaining_ns()
-                rc = wait(sem, ns)
-                if rc == 0:
-                    return True
-                if rc == -errno.EAGAIN or rc == -errno.ETIMEDOUT:
-                    if ns == 0 or deadline.expired():
-                        return False
-                elif rc != -errno.EINTR:
-                    raise error_from_errno(-rc, f"sem_wait({self.name!r})")
-                # EINTR, or woke a hair early: Python signal handlers run here, then wait the rest.
-        finally:
-            self._leave()
-
-    def release(self, n: int = 1) -> None:
-        """Increment the value by *n*: *n* ``sem_post`` calls (POSIX has no atomic
-        post-n). ``ValueError`` if the value would pass ``SEM_VALUE_MAX``."""
-        _check_release_n(n)
-        post = _ffi.lib.ipckit_sem_post
-        sem = self._enter()
-        try:
-            for _ in range(n):
-                rc = post(sem)
-                if rc == -errno.EOVERFLOW:
-                    raise ValueError(f"release would raise the value past SEM_VALUE_MAX ({_ffi.lib.SEM_VALUE_MAX})")
-                if rc < 0:
-                    raise error_from_errno(-rc, f"sem_post({self.name!r})")
-        finally:
-            self._leave()
-
-    @property
-    def value(self) -> int:
-        sem = self._enter()
-        try:
-            return _ffi.check(_ffi.lib.ipckit_sem_getvalue(sem), f"sem_getvalue({self.name!r})")
-        finally:
-            self._leave()
-
-    def unlink(self) -> None:
-        """``sem_unlink``: the name goes now; open handles keep working until closed."""
-        _ffi.check(_ffi.lib.ipckit_sem_unlink(self.name.encode()), f"sem_unlink({self.name!r})")
-
-
-__all__ = ["Semaphore"]
+__all__ = ["Semaphore", "check_release_n", "check_value", "wait_deadline"]
