@@ -3,10 +3,22 @@
 ``SharedMemory.create(...)`` / ``open(...)`` validate what every backend shares and
 return an instance of the backend's subclass (``isinstance(m, SharedMemory)`` holds)::
 
-    backend="posix"  ->  PosixSharedMemory   shm_open + mmap      name "/jobs" (a file in /dev/shm)
-    backend="sysv"   ->  SysvSharedMemory    shmget + shmat       integer key (_shm_sysv.py)
-    backend="file"   ->  FileSharedMemory    open + mmap          a filesystem path
-    backend="memfd"  ->  MemfdSharedMemory   memfd_create + mmap  no name: SharedMemory.anonymous()
+    backend="posix"  ->  _shm_posix.PosixSharedMemory   shm_open + mmap      name "/jobs" (a file in /dev/shm)
+    backend="sysv"   ->  _shm_sysv.SysvSharedMemory     shmget + shmat       integer key
+    backend="file"   ->  _shm_file.FileSharedMemory     open + mmap          a filesystem path
+    backend="memfd"  ->  _shm_memfd.MemfdSharedMemory   memfd_create + mmap  no name: SharedMemory.anonymous()
+
+The three that map a file descriptor share ``_shm_mapped.MappedSharedMemory``
+(sizing with posix_fallocate, mapping, the fd, protection against a shrunk file).
+
+The contract a backend subclass implements
+------------------------------------------
+
+* ``_create(name, size, mode)`` / ``_open(name)`` (classmethods; *size* >= 1 and
+  *mode* checked here, *name* by the backend); ``_open_id(id)`` for SysV.
+* ``unlink()``, ``_detach()`` (drop this handle's mapping), and ``_read`` /
+  ``_write`` when the plain copy through ``buf`` is not safe (a file another
+  process may shrink: see ``_shm_mapped``).
 
 Sizing, pages and the /dev/shm trap
 -----------------------------------
@@ -28,8 +40,12 @@ mmap maps whole pages. ``size`` is what the caller asked for and ``buf`` is exac
 that long; the tail of the last page exists in memory but is not exposed. ``open``
 reports the real size: ``fstat().st_size`` for files and ``shm_segsz`` (the size
 given to ``shmget``, not page-rounded) for SysV. A file that another process
-truncates below the mapped size makes access to the lost pages SIGBUS: nothing in
-user space can prevent that, so never shrink a segment others have mapped.
+truncates below the mapped size makes every access to the lost pages SIGBUS, in
+every process that maps it: nothing in user space can prevent that for ``buf``, so
+never shrink a segment others have mapped. ipckit's own ``read``/``write`` never
+fault on it (they go through the descriptor unless the file is sealed against
+shrinking: ``CorruptError`` instead), and memfd segments are sealed
+(``F_SEAL_SHRINK``) whenever the kernel lets us: see ``_shm_mapped``.
 
 Close, views and why no stale view can crash
 --------------------------------------------
@@ -52,23 +68,17 @@ only an explicit ``unlink()`` removes a name. The creator is expected to unlink.
 
 from __future__ import annotations
 
-import errno
-import mmap
-import os
-import stat
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
-from . import _ffi
 from ._data import byte_view
-from ._errors import IPCError, error_from_errno, translate_oserror
-from ._naming import backend_class, check_mode, check_positive_int, check_posix_name
-from ._resource import FdHolder, Resource
+from ._naming import backend_class, check_mode, check_open_target, check_positive_int
+from ._resource import Resource
 
 _BACKEND_CLASSES = {
-    "posix": ("._shm", "PosixSharedMemory"),
+    "posix": ("._shm_posix", "PosixSharedMemory"),
     "sysv": ("._shm_sysv", "SysvSharedMemory"),
-    "file": ("._shm", "FileSharedMemory"),
-    "memfd": ("._shm", "MemfdSharedMemory"),
+    "file": ("._shm_file", "FileSharedMemory"),
+    "memfd": ("._shm_memfd", "MemfdSharedMemory"),
 }
 
 
@@ -113,18 +123,24 @@ class SharedMemory(Resource):
         exactly (the umask does not apply). ``ExistsError`` if *name* is taken;
         ``IPCError(ENOSPC)`` if there is no room for it (nothing is left behind)."""
         impl = _backend_class(backend)
-        if impl is MemfdSharedMemory:
+        if backend == "memfd":
             raise ValueError("backend='memfd' segments have no name: use SharedMemory.anonymous(size)")
         check_positive_int(size, "size")
         return impl._create(name, size, check_mode(mode))
 
     @classmethod
-    def open(cls, name: Any, *, backend: str = "posix") -> "SharedMemory":
+    def open(cls, name: Any = None, *, backend: str = "posix", id: Optional[int] = None) -> "SharedMemory":
         """Map an existing segment; ``size`` is its real size. ``NotFoundError`` if
-        there is none by *name*. Opening never schedules the segment for removal."""
+        there is none by *name*. Opening never schedules the segment for removal.
+
+        ``id=`` (SysV only) attaches the segment with that shmid instead of looking
+        up a key: ``SharedMemory.open(id=m.id, backend="sysv")``."""
         impl = _backend_class(backend)
-        if impl is MemfdSharedMemory:
+        if backend == "memfd":
             raise ValueError("backend='memfd' segments have no name: map a received fd with SharedMemory.from_fd(fd)")
+        by_id = check_open_target(name, id, backend)
+        if by_id is not None:
+            return impl._open_id(by_id)
         return impl._open(name)
 
     @classmethod
@@ -134,15 +150,24 @@ class SharedMemory(Resource):
         Share it by handing ``m.fileno()`` to another process: over a Unix socket
         (``send_fds``), by inheritance (``fork``, ``pass_fds``), or by pickling the
         object for a ``multiprocessing`` child. *label* only shows in
-        ``/proc/PID/fd`` and ``/proc/PID/maps`` (as ``/memfd:LABEL``)."""
-        return MemfdSharedMemory._anonymous(check_positive_int(size, "size"), label)
+        ``/proc/PID/fd`` and ``/proc/PID/maps`` (as ``/memfd:LABEL``).
+
+        The segment is sealed against shrinking (``F_SEAL_SHRINK``), so no process
+        it is shared with can make the others' mappings fault (SIGBUS)."""
+        check_positive_int(size, "size")
+        return _backend_class("memfd")._anonymous(size, label)  # type: ignore[attr-defined, no-any-return]
 
     @classmethod
     def from_fd(cls, fd: int, *, size: Optional[int] = None) -> "SharedMemory":
         """Map a shareable file descriptor (typically a memfd received with
         ``recv_fds``). The object takes ownership of *fd* and closes it on
-        ``close()``. *size* defaults to the file's size."""
-        return MemfdSharedMemory._from_fd(fd, size)
+        ``close()``. *size* defaults to the file's size.
+
+        A memfd that allows sealing is sealed against shrinking (``F_SEAL_SHRINK``);
+        ``m.seals`` reports the seals it has (``None`` for a file without seals),
+        and ``m.shrink_sealed`` whether the mapping is safe from a peer's
+        ``ftruncate`` (if not, ``read``/``write`` check the size themselves)."""
+        return _backend_class("memfd")._from_fd(fd, size)  # type: ignore[attr-defined, no-any-return]
 
     # --- data ----------------------------------------------------------------------
 
@@ -158,11 +183,11 @@ class SharedMemory(Resource):
         ``ValueError`` (and nothing written) if it would run past the end."""
         view = byte_view(data)
         _check_index(offset, "offset")
-        buf = self.buf
+        self._check_open()
         end = offset + len(view)
         if end > self.size:
             raise ValueError(f"writing {len(view)} bytes at offset {offset} would run past the end of the {self.size}-byte segment")
-        buf[offset:end] = view
+        self._write(offset, view)
         return len(view)
 
     def read(self, n: int = -1, offset: int = 0) -> bytes:
@@ -173,13 +198,23 @@ class SharedMemory(Resource):
         if n < -1:
             raise ValueError(f"n must be >= 0, or -1 for 'to the end', got {n}")
         _check_index(offset, "offset")
-        buf = self.buf
+        self._check_open()
         if offset > self.size:
             raise ValueError(f"offset {offset} is past the end of the {self.size}-byte segment")
         end = self.size if n == -1 else offset + n
         if end > self.size:
             raise ValueError(f"reading {n} bytes at offset {offset} would run past the end of the {self.size}-byte segment")
-        return bytes(buf[offset:end])
+        return self._read(offset, end)
+
+    def _read(self, start: int, end: int) -> bytes:
+        """Backend: bytes start..end, both checked against ``size``."""
+        assert self._buf is not None
+        return bytes(self._buf[start:end])
+
+    def _write(self, offset: int, view: memoryview) -> None:
+        """Backend: copy *view* in at *offset* (checked: it fits in ``size``)."""
+        assert self._buf is not None
+        self._buf[offset : offset + view.nbytes] = view
 
     # --- lifetime ------------------------------------------------------------------
 
@@ -210,6 +245,10 @@ class SharedMemory(Resource):
     def _open(cls, name: Any) -> "SharedMemory":
         raise NotImplementedError
 
+    @classmethod
+    def _open_id(cls, id: int) -> "SharedMemory":
+        raise NotImplementedError
+
     def __reduce__(self) -> tuple:
         if self.name is None:
             raise TypeError(f"a {self.backend} SharedMemory without a name cannot be pickled")
@@ -218,226 +257,6 @@ class SharedMemory(Resource):
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<ipckit.SharedMemory {self.name!r} backend={self.backend!r} size={self.size} {state}>"
-
-
-# ------------------------------------------------------------------ fd + mmap backends
-
-
-def _allocate(fd: int, size: int, what: str) -> None:
-    """Give a new file *size* bytes of real pages now (see "the /dev/shm trap")."""
-    try:
-        os.posix_fallocate(fd, 0, size)
-        return
-    except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise IPCError(
-                errno.ENOSPC,
-                f"{what}: no room for {size} bytes (a full /dev/shm or filesystem; "
-                "see `df -h /dev/shm` and the size= mount option)",
-            ) from exc
-        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENODEV):
-            raise error_from_errno(exc.errno, what) from exc
-    with translate_oserror(what):  # a filesystem without fallocate: sparse is all we can do
-        os.ftruncate(fd, size)
-
-
-class _MappedSharedMemory(SharedMemory):
-    """A segment that is a file descriptor mapped with mmap (posix, file, memfd)."""
-
-    _fd: FdHolder
-    _mmap: Optional[mmap.mmap] = None
-
-    def _setup(self, name: Any, fd: int, size: int) -> None:
-        """Map *fd*, taking ownership of it (closed here if mapping fails)."""
-        holder = FdHolder(fd)
-        try:
-            with translate_oserror("mmap"):
-                mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        except BaseException:
-            holder.close()
-            raise
-        self.name = name
-        self.size = size
-        self._fd = holder
-        self._mmap = mm
-        self._buf = memoryview(mm)
-        self._closed = False
-
-    def fileno(self) -> int:
-        """The segment's file descriptor (e.g. to hand over with ``send_fds``)."""
-        self._check_open()
-        return self._fd.fd
-
-    def _detach(self) -> None:
-        mm, self._mmap = self._mmap, None
-        if mm is not None:
-            try:
-                mm.close()
-            except BufferError:
-                pass  # live views: unmapped when the last one is garbage collected
-        self._fd.close()
-
-    @classmethod
-    def _from_created(cls, name: Any, fd: int, size: int, mode: int, what: str, remove: Callable[[], Any]) -> "SharedMemory":
-        """Finish a create(): exact *mode*, *size* bytes reserved, mapped. On any
-        failure the descriptor is closed and *remove* takes the new name away again."""
-        try:
-            with translate_oserror(what):
-                os.fchmod(fd, mode)  # exactly *mode*: the open applied the umask
-            _allocate(fd, size, what)
-        except BaseException:
-            os.close(fd)
-            remove()
-            raise
-        self = cls.__new__(cls)
-        try:
-            self._setup(name, fd, size)
-        except BaseException:
-            remove()
-            raise
-        return self
-
-    @classmethod
-    def _from_opened(cls, name: Any, fd: int, what: str) -> "SharedMemory":
-        """Finish an open(): map the whole of an existing segment."""
-        try:
-            size = cls._size_of(fd, what)
-        except BaseException:
-            os.close(fd)
-            raise
-        self = cls.__new__(cls)
-        self._setup(name, fd, size)
-        return self
-
-    @staticmethod
-    def _size_of(fd: int, what: str) -> int:
-        with translate_oserror(what):
-            st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"{what}: not a regular file or shared-memory object")
-        if st.st_size == 0:
-            raise IPCError(errno.EINVAL, f"{what}: the segment has size 0 (its creator has not sized it yet)")
-        return st.st_size
-
-
-class PosixSharedMemory(_MappedSharedMemory):
-    """``backend="posix"``: ``shm_open`` (a file in /dev/shm) mapped with mmap."""
-
-    backend = "posix"
-
-    @classmethod
-    def _create(cls, name: Any, size: int, mode: int) -> "SharedMemory":
-        name = check_posix_name(name)
-        encoded = name.encode()
-        what = f"shm_open({name!r})"
-        fd = _ffi.check(_ffi.lib.ipckit_shm_open(encoded, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode), what)
-        return cls._from_created(name, fd, size, mode, what, lambda: _ffi.lib.ipckit_shm_unlink(encoded))
-
-    @classmethod
-    def _open(cls, name: Any) -> "SharedMemory":
-        name = check_posix_name(name)
-        what = f"shm_open({name!r})"
-        fd = _ffi.check(_ffi.lib.ipckit_shm_open(name.encode(), os.O_RDWR, 0), what)
-        return cls._from_opened(name, fd, what)
-
-    def unlink(self) -> None:
-        _ffi.check(_ffi.lib.ipckit_shm_unlink(self.name.encode()), f"shm_unlink({self.name!r})")
-
-
-def _check_path(path: object) -> str:
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"name must be a filesystem path (str or os.PathLike) for backend='file', not {type(path).__name__}")
-    text = os.fspath(path)
-    if not isinstance(text, str):
-        raise TypeError("name must be a str path for backend='file', not bytes")
-    if not text:
-        raise ValueError("name must be a non-empty path for backend='file'")
-    if "\0" in text:
-        raise ValueError(f"name may not contain a NUL character, got {text!r}")
-    return text
-
-
-class FileSharedMemory(_MappedSharedMemory):
-    """``backend="file"``: a regular file mapped with mmap (the memory-mapped-file
-    style of IPC; the data also ends up on disk)."""
-
-    backend = "file"
-
-    @classmethod
-    def _create(cls, name: Any, size: int, mode: int) -> "SharedMemory":
-        path = _check_path(name)
-        what = f"open({path!r})"
-        with translate_oserror(what, filename=path):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, mode)
-        return cls._from_created(path, fd, size, mode, what, lambda: os.unlink(path))
-
-    @classmethod
-    def _open(cls, name: Any) -> "SharedMemory":
-        path = _check_path(name)
-        what = f"open({path!r})"
-        with translate_oserror(what, filename=path):
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        return cls._from_opened(path, fd, what)
-
-    def unlink(self) -> None:
-        with translate_oserror(f"unlink({self.name!r})", filename=self.name):
-            os.unlink(self.name)
-
-
-def _from_dup_fd(dupfd: Any, size: int) -> "SharedMemory":
-    """Unpickling a memfd segment: multiprocessing's DupFd brought us the fd."""
-    return MemfdSharedMemory._from_fd(dupfd.detach(), size)
-
-
-class MemfdSharedMemory(_MappedSharedMemory):
-    """``backend="memfd"``: an anonymous ``memfd_create`` segment, shared by its fd."""
-
-    backend = "memfd"
-
-    @classmethod
-    def _anonymous(cls, size: int, label: str) -> "SharedMemory":
-        if not isinstance(label, str):
-            raise TypeError(f"label must be a str, not {type(label).__name__}")
-        if "\0" in label or len(label.encode()) > 249:
-            raise ValueError("label must have no NUL and be at most 249 bytes")
-        with translate_oserror("memfd_create"):
-            fd = os.memfd_create(label, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        try:
-            _allocate(fd, size, "memfd_create")
-        except BaseException:
-            os.close(fd)
-            raise
-        self = cls.__new__(cls)
-        self._setup(None, fd, size)
-        return self
-
-    @classmethod
-    def _from_fd(cls, fd: object, size: Optional[int]) -> "SharedMemory":
-        if isinstance(fd, bool) or not isinstance(fd, int):
-            raise TypeError(f"fd must be an int file descriptor, not {type(fd).__name__}")
-        if fd < 0:
-            raise ValueError(f"fd must be >= 0, got {fd}")
-        check_positive_int(size, "size", allow_none=True)
-        real = cls._size_of(fd, "from_fd")
-        if size is None:
-            size = real
-        elif size > real:
-            raise ValueError(f"size {size} is larger than the file behind fd {fd} ({real} bytes)")
-        self = cls.__new__(cls)
-        self._setup(None, fd, size)
-        return self
-
-    def unlink(self) -> None:
-        """A memfd has no name: nothing to remove. The memory is freed when the last
-        fd and mapping of it are closed, in every process."""
-
-    def __reduce__(self) -> tuple:
-        from multiprocessing.reduction import DupFd
-
-        self._check_open()
-        # DupFd passes the fd to a spawn child being started, or through
-        # multiprocessing's fd-sharing server otherwise (e.g. over a Queue).
-        return (_from_dup_fd, (DupFd(self._fd.fd), self.size))
 
 
 __all__ = ["SharedMemory"]
