@@ -3,15 +3,20 @@ bad input, cross-process behaviour (fork and spawn) and interop with C peers."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import multiprocessing
 import os
 import pickle
+import random
+import select
 import selectors
 import signal
+import struct
 import subprocess
 import threading
 import time
+import zlib
 
 import pytest
 
@@ -679,4 +684,326 @@ def test_sysv_interop_with_c(cc, sysv_key: int) -> None:  # type: ignore[no-unty
         assert q.receive(type=9, timeout=5) == (b"nine", None, 9)
         assert q.receive(type=-5, timeout=5) == (b"two-c", None, 2)
         assert q.receive(timeout=5) == (b"seven", None, 7)
+        q.unlink()
+
+
+# ------------------------------------------------------------------ SIGKILL at random moments, and a long soak
+#
+# A message carries (producer incarnation, crc32 of its payload, sequence number). A
+# kernel queue takes or refuses a message whole, so a producer killed at any moment
+# leaves only whole messages, in order; a consumer killed at any moment can take at
+# most the one message it was receiving with it. Survivors must never wait on a
+# wedged queue: every receive below has a timeout, and a Timeout fails the test.
+
+HEADER = struct.Struct("<IIQ")
+CORRUPT = 2**64 - 1
+
+
+def _message(incarnation: int, seq: int, rng: random.Random, limit: int) -> bytes:
+    payload = rng.randbytes(rng.randrange(0, limit - HEADER.size + 1))
+    return HEADER.pack(incarnation, zlib.crc32(payload), seq) + payload
+
+
+def _parse(msg: bytes) -> tuple[int, int]:
+    """(incarnation, seq) of a message, or AssertionError if it is not whole."""
+    assert len(msg) >= HEADER.size, f"a {len(msg)}-byte fragment"
+    incarnation, crc, seq = HEADER.unpack_from(msg)
+    assert zlib.crc32(msg[HEADER.size:]) == crc, f"message {incarnation}:{seq} is corrupt"
+    return incarnation, seq
+
+
+def _endless_producer(backend: str, name, incarnation: int, limit: int) -> None:  # type: ignore[no-untyped-def]
+    q = ipckit.MessageQueue.open(name, backend=backend)
+    rng = random.Random(incarnation)
+    seq = 0
+    while True:
+        q.send(_message(incarnation, seq, rng, limit))
+        seq += 1
+
+
+def _endless_consumer(backend: str, name, report: int) -> None:  # type: ignore[no-untyped-def]
+    q = ipckit.MessageQueue.open(name, backend=backend)
+    while True:
+        msg = q.recv()
+        try:
+            seq = _parse(msg)[1]
+        except AssertionError:
+            seq = CORRUPT
+        os.write(report, struct.pack("<Q", seq))
+
+
+def _kill(proc) -> None:  # type: ignore[no-untyped-def]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(30)
+    assert proc.exitcode == -signal.SIGKILL
+
+
+@pytest.fixture
+def kill_queue(backend: str, new_name):  # type: ignore[no-untyped-def]
+    q = ipckit.MessageQueue.create(new_name(), backend=backend, max_messages=8, max_message_size=64)
+    yield q
+    q.close()
+    with contextlib.suppress(ipckit.NotFoundError):
+        q.unlink()
+
+
+def test_killed_producers_leave_whole_ordered_messages(backend: str, kill_queue, soak: bool) -> None:
+    ctx = multiprocessing.get_context("fork")
+    kills = 100 if soak else 4
+    rng = random.Random()
+    start = lambda n: ctx.Process(target=_endless_producer, args=(backend, kill_queue.name, n, 64), daemon=True)  # noqa: E731
+    producers = {n: start(n) for n in range(2)}
+    for p in producers.values():
+        p.start()
+    last: dict[int, int] = {}
+
+    def take(timeout: float) -> None:
+        incarnation, seq = _parse(kill_queue.recv(timeout=timeout))
+        assert seq == last.get(incarnation, -1) + 1, f"producer {incarnation}: message {seq} after {last.get(incarnation)}"
+        last[incarnation] = seq
+
+    try:
+        for n in range(2, 2 + kills):
+            end = time.monotonic() + rng.uniform(0, 0.02)
+            take(10)  # at least one per round: the queue is not wedged
+            while time.monotonic() < end:
+                take(10)
+            victim = rng.choice(sorted(producers))
+            _kill(producers.pop(victim))
+            producers[n] = start(n)
+            producers[n].start()
+    finally:
+        for p in producers.values():
+            _kill(p)
+    while True:  # what the dead left behind is whole and in order too
+        try:
+            take(0)
+        except ipckit.Timeout:
+            break
+    assert len(last) >= 2 and sum(v + 1 for v in last.values()) > kills
+    kill_queue.send(b"after", timeout=1)
+    assert kill_queue.recv(timeout=1) == b"after"
+
+
+def test_killed_consumers_lose_at_most_the_message_in_hand(backend: str, kill_queue, soak: bool) -> None:
+    ctx = multiprocessing.get_context("fork")
+    kills = 100 if soak else 4
+    rng = random.Random()
+    read_end, write_end = os.pipe()
+    sent = [0]
+    stop = threading.Event()
+    data = random.Random(7)
+
+    def produce() -> None:
+        while not stop.is_set():
+            try:
+                kill_queue.send(_message(0, sent[0], data, 64), timeout=0.05)
+            except ipckit.Timeout:
+                continue
+            sent[0] += 1
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    reports: list[int] = []
+    buffer = b""
+
+    def collect(timeout: float) -> int:
+        """Take every report written so far (waiting up to *timeout* for the first)."""
+        nonlocal buffer
+        while select.select([read_end], [], [], timeout)[0]:
+            buffer += os.read(read_end, 65536)
+            timeout = 0
+        whole = len(buffer) // 8 * 8
+        new = [v for (v,) in struct.iter_unpack("<Q", buffer[:whole])]
+        buffer = buffer[whole:]
+        reports.extend(new)
+        return len(new)
+
+    try:
+        for _ in range(kills):
+            consumer = ctx.Process(target=_endless_consumer, args=(backend, kill_queue.name, write_end), daemon=True)
+            consumer.start()
+            deadline = time.monotonic() + 10
+            while not collect(0.1):  # the new consumer gets messages: the queue is not wedged
+                assert time.monotonic() < deadline, "no message reached a consumer within 10 s"
+            end = time.monotonic() + rng.uniform(0, 0.02)
+            while time.monotonic() < end:
+                collect(0)
+            _kill(consumer)
+        collect(0)
+    finally:
+        stop.set()
+        producer.join(10)
+    os.close(write_end)
+    os.close(read_end)
+    left = []
+    while True:
+        try:
+            left.append(_parse(kill_queue.recv(timeout=0))[1])
+        except ipckit.Timeout:
+            break
+    taken = reports + left
+    assert CORRUPT not in reports
+    assert all(a < b for a, b in zip(taken, taken[1:])), "a message was duplicated or reordered"
+    lost = sent[0] - len(taken)
+    assert 0 <= lost <= kills, f"{lost} messages lost to {kills} kills"
+    assert taken[-1] == sent[0] - 1 or lost > 0
+
+
+def _soak_producer(backend: str, name, count: int, limit: int) -> None:  # type: ignore[no-untyped-def]
+    q = ipckit.MessageQueue.open(name, backend=backend)
+    rng = random.Random(count)
+    for seq in range(count):
+        q.send(_message(1, seq, rng, limit), timeout=60)
+
+
+def test_soak_messages_arrive_whole_and_in_order(backend: str, new_name, soak: bool) -> None:
+    """1,000,000 messages under --soak (20,000 otherwise), each checked."""
+    count = 1_000_000 if soak else 20_000
+    limit = 512
+    with ipckit.MessageQueue.create(new_name(), backend=backend, max_messages=8, max_message_size=limit) as q:
+        child = multiprocessing.get_context("fork").Process(target=_soak_producer, args=(backend, q.name, count, limit))
+        child.start()
+        try:
+            for seq in range(count):
+                assert _parse(q.recv(timeout=30)) == (1, seq)
+        finally:
+            child.join(60)
+            if child.is_alive():
+                _kill(child)
+        assert child.exitcode == 0
+        expect_timeout(lambda: q.recv(timeout=0.05), 0.05)
+        q.unlink()
+
+
+# ------------------------------------------------------------------ SysV controls: IPC_SET, MSG_NOERROR, open by id
+
+SYSV_CONTROL_PEER = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ipc.h>
+#include <sys/msg.h>
+
+struct message { long mtype; char text[256]; };
+
+/* peer MSQID TEXT: print what IPC_STAT says (qbytes, mode, uid, gid, qnum, cbytes), then send TEXT as type 5 */
+int main(int argc, char **argv) {
+    int id = atoi(argv[1]);
+    struct msqid_ds ds;
+    if (msgctl(id, IPC_STAT, &ds) != 0) { perror("IPC_STAT"); return 2; }
+    printf("%lu %o %u %u %lu %lu\n", (unsigned long)ds.msg_qbytes, ds.msg_perm.mode & 0777, (unsigned)ds.msg_perm.uid,
+           (unsigned)ds.msg_perm.gid, (unsigned long)ds.msg_qnum, (unsigned long)ds.__msg_cbytes);
+    struct message m = {5, ""};
+    size_t n = strlen(argv[2]);
+    memcpy(m.text, argv[2], n);
+    if (msgsnd(id, &m, n, 0) != 0) { perror("msgsnd"); return 3; }
+    return 0;
+}
+"""
+
+
+def test_sysv_set_is_ipc_set_as_a_c_peer_sees_it(sysv_key: int, cc) -> None:  # type: ignore[no-untyped-def]
+    exe = cc(SYSV_CONTROL_PEER, "mq_sysv_control")
+    with ipckit.MessageQueue.create(sysv_key, backend="sysv") as q:
+        q.send(b"12345")
+        q.set(mode=0o640, max_bytes=300)
+        assert (q.max_bytes, q.max_message_size, q.stat().mode) == (300, 300, 0o640)
+        lines = _run(exe, str(q.id), "a long message from C")
+        assert lines == [f"300 640 {os.geteuid()} {os.getegid()} 1 5"]
+        assert q.recv(timeout=5) == b"12345"
+        assert q.receive(timeout=5) == (b"a long message from C", None, 5)
+        with pytest.raises(ipckit.MessageTooLarge):
+            q.send(b"z" * 301)  # over the new capacity: nothing is sent
+        q.set(max_bytes=16384)
+        assert q.max_bytes == 16384 and q.stat().bytes == 0
+        for kwargs, exc in (({}, TypeError), ({"mode": 0o4600}, ValueError), ({"max_bytes": 0}, ValueError),
+                            ({"max_bytes": 2**64}, ValueError), ({"uid": -1}, ValueError), ({"gid": "0"}, TypeError)):
+            with pytest.raises(exc):
+                q.set(**kwargs)
+        q.unlink()
+
+
+def test_sysv_receive_max_size_and_truncate(sysv_key: int, cc) -> None:  # type: ignore[no-untyped-def]
+    exe = cc(SYSV_CONTROL_PEER, "mq_sysv_control")
+    with ipckit.MessageQueue.create(sysv_key, backend="sysv") as q:
+        _run(exe, str(q.id), "0123456789")
+        with pytest.raises(ipckit.MessageTooLarge, match="stays queued"):
+            q.receive(max_size=4, timeout=0)
+        assert len(q) == 1  # E2BIG took nothing
+        assert q.receive(max_size=10, timeout=0) == (b"0123456789", None, 5)
+        _run(exe, str(q.id), "0123456789")
+        assert q.receive(type=5, max_size=4, truncate=True, timeout=0) == (b"0123", None, 5)  # MSG_NOERROR
+        assert len(q) == 0 and q.stat().bytes == 0
+        q.send(b"")
+        assert q.receive(max_size=0, timeout=0) == (b"", None, 1)
+        for kwargs, exc in (({"max_size": -1}, ValueError), ({"max_size": 1.5}, TypeError), ({"truncate": True}, ValueError),
+                            ({"max_size": 4, "truncate": 1}, TypeError)):
+            with pytest.raises(exc):
+                q.receive(timeout=0, **kwargs)
+        q.unlink()
+
+
+def test_sysv_open_by_id_is_unambiguous(sysv_key: int) -> None:
+    with ipckit.MessageQueue.create(sysv_key, backend="sysv") as q:
+        with ipckit.MessageQueue.open(id=q.id, backend="sysv") as by_id:
+            assert (by_id.id, by_id.name) == (q.id, sysv_key)
+            by_id.send(b"by id")
+        assert q.recv(timeout=1) == b"by id"
+        with pytest.raises(ValueError, match="backend='sysv'"):
+            ipckit.MessageQueue.open(id=q.id)
+        with pytest.raises(TypeError, match="not both"):
+            ipckit.MessageQueue.open(sysv_key, id=q.id, backend="sysv")
+        q.unlink()
+        with pytest.raises(ipckit.NotFoundError):
+            ipckit.MessageQueue.open(id=q.id, backend="sysv")
+    private = ipckit.MessageQueue.create(None, backend="sysv")
+    try:
+        with ipckit.MessageQueue.open(id=private.id, backend="sysv") as other:
+            assert other.name is None
+            other.send(b"private")
+        assert private.recv(timeout=1) == b"private"
+    finally:
+        private.unlink()
+        private.close()
+
+
+def test_posix_stat_bytes_without_an_mqueue_mount(posix_name: str) -> None:
+    """QSIZE comes from reading the queue's own descriptor, mounted or not."""
+    with ipckit.MessageQueue.create(posix_name) as q:
+        q.send(b"123")
+        q.send(b"4567")
+        assert q.stat().bytes == 7
+        assert q.stat().gid == os.getegid()
+        q.unlink()
+
+
+# ------------------------------------------------------------------ the attempts and waiters ipckit.aio drives
+
+
+def test_attempts_never_block_and_waiters_see_readiness(backend: str, new_name) -> None:  # type: ignore[no-untyped-def]
+    from ipckit._wait import NOW, WOULD_BLOCK, Backoff, ReadyFd
+
+    with ipckit.MessageQueue.create(new_name(), backend=backend, max_messages=1, max_message_size=16) as q:
+        start = time.monotonic()
+        assert q._recv_attempt()(NOW) is WOULD_BLOCK
+        waiter = q._recv_waiter()
+        if backend == "posix":
+            assert isinstance(waiter, ReadyFd) and waiter.fd == q.fileno()
+            assert not select.select([waiter.fd], [], [], 0)[0]
+        else:
+            assert isinstance(waiter, Backoff) and waiter.observe() is False
+        q.send(b"x" * 16)
+        if backend == "posix":
+            assert select.select([waiter.fd], [], [], 0)[0]
+            full = q._send_waiter()
+            assert not select.select([], [full.fd], [], 0)[1]
+        else:
+            assert waiter.observe() is True
+            assert q._send_waiter(1).observe() is False  # 16 of 16 bytes taken
+        assert q._send_attempt(b"y", 1, 0 if backend == "posix" else 1)(NOW) is WOULD_BLOCK
+        assert len(q) == 1  # an observer consumed nothing
+        data = q._recv_attempt()(NOW)
+        assert data[0] == b"x" * 16
+        assert time.monotonic() - start < 1.0  # no attempt waited
         q.unlink()

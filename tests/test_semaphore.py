@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import platform
 import pickle
+import random
 import signal
 import struct
 import subprocess
@@ -24,9 +26,15 @@ CONTEXTS = ["fork", "spawn"]
 CHILD_TIMEOUT = 30
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-def make_sem_name(make_name, make_key):
-    return lambda backend: make_name() if backend == "posix" else make_key()
+def new_name(backend, make_name, make_key):
+    """A factory of fresh names for the backend under test (removed after the test)."""
+    return make_name if backend == "posix" else make_key
 
 
 def _sysv_sem_row(key: int):
@@ -60,9 +68,9 @@ def _join(proc) -> None:
     assert proc.exitcode == 0, f"child exited with {proc.exitcode}"
 
 
-@pytest.fixture(params=BACKENDS)
-def sem(request, make_sem_name):
-    s = ipckit.Semaphore.create(make_sem_name(request.param), 1, backend=request.param)
+@pytest.fixture
+def sem(backend, new_name):
+    s = ipckit.Semaphore.create(new_name(), 1, backend=backend)
     yield s
     try:
         s.unlink()
@@ -74,9 +82,8 @@ def sem(request, make_sem_name):
 # ---------------------------------------------------------------- the contract
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_create_open_acquire_release_value(backend, make_sem_name):
-    name = make_sem_name(backend)
+def test_create_open_acquire_release_value(backend, new_name):
+    name = new_name()
     s = ipckit.Semaphore.create(name, 2, backend=backend)
     try:
         assert isinstance(s, ipckit.Semaphore)
@@ -101,13 +108,12 @@ def test_create_open_acquire_release_value(backend, make_sem_name):
     assert not _exists(backend, name)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("umask", [0o077, 0o000])
-def test_default_mode_is_exactly_0600(backend, umask, make_sem_name):
+def test_default_mode_is_exactly_0600(backend, umask, new_name):
     old = os.umask(umask)
     try:
-        a = ipckit.Semaphore.create(make_sem_name(backend), backend=backend)
-        b = ipckit.Semaphore.create(make_sem_name(backend), mode=0o640, backend=backend)
+        a = ipckit.Semaphore.create(new_name(), backend=backend)
+        b = ipckit.Semaphore.create(new_name(), mode=0o640, backend=backend)
     finally:
         os.umask(old)
     try:
@@ -202,16 +208,16 @@ def test_release_argument_checks(sem):
     assert sem.value == 1
 
 
-def test_release_past_the_maximum_is_a_value_error(make_sem_name):
-    for backend, top in (("posix", 2**31 - 1), ("sysv", 32767)):
-        s = ipckit.Semaphore.create(make_sem_name(backend), top, backend=backend)
-        try:
-            with pytest.raises(ValueError, match="SEM_VALUE_MAX|SEMVMX"):
-                s.release()
-            assert s.value == top
-        finally:
-            s.unlink()
-            s.close()
+def test_release_past_the_maximum_is_a_value_error(backend, new_name):
+    top = {"posix": 2**31 - 1, "sysv": 32767}[backend]
+    s = ipckit.Semaphore.create(new_name(), top, backend=backend)
+    try:
+        with pytest.raises(ValueError, match="SEM_VALUE_MAX|SEMVMX"):
+            s.release()
+        assert s.value == top
+    finally:
+        s.unlink()
+        s.close()
 
 
 def test_use_after_close(sem):
@@ -260,9 +266,8 @@ def test_sysv_use_after_unlink_is_closed_error_and_wakes_waiters(make_key):
     s.close()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_exists_and_not_found(backend, make_sem_name):
-    name = make_sem_name(backend)
+def test_exists_and_not_found(backend, new_name):
+    name = new_name()
     with pytest.raises(ipckit.NotFoundError):
         ipckit.Semaphore.open(name, backend=backend)
     s = ipckit.Semaphore.create(name, backend=backend)
@@ -329,9 +334,8 @@ def test_bad_input_leaves_nothing_behind(make_name, make_key):
     assert (_posix_sems(), _sysv_sem_keys()) == before
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_pickle_reopens_by_name(backend, make_sem_name):
-    s = ipckit.Semaphore.create(make_sem_name(backend), 3, backend=backend)
+def test_pickle_reopens_by_name(backend, new_name):
+    s = ipckit.Semaphore.create(new_name(), 3, backend=backend)
     try:
         with pickle.loads(pickle.dumps(s)) as copy:
             assert (copy.name, copy.backend, copy.value) == (s.name, backend, 2)
@@ -367,11 +371,10 @@ def _counter_worker(sem_name, backend, shm_name, start_gate):
 
 
 @pytest.mark.parametrize("ctx", CONTEXTS)
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_exact_counter_under_contention(ctx, backend, make_sem_name):
+def test_exact_counter_under_contention(ctx, backend, new_name):
     context = multiprocessing.get_context(ctx)
-    sem = ipckit.Semaphore.create(make_sem_name(backend), 1, backend=backend)
-    shm = ipckit.SharedMemory.create(make_sem_name(backend), 8, backend=backend)
+    sem = ipckit.Semaphore.create(new_name(), 1, backend=backend)
+    shm = ipckit.SharedMemory.create(new_name(), 8, backend=backend)
     gate = context.Barrier(WORKERS)
     try:
         procs = [context.Process(target=_counter_worker, args=(sem.name, backend, shm.name, gate)) for _ in range(WORKERS)]
@@ -392,10 +395,9 @@ def _wait_then_report(sem, queue):
 
 
 @pytest.mark.parametrize("ctx", CONTEXTS)
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_release_wakes_a_waiting_process(ctx, backend, make_sem_name):
+def test_release_wakes_a_waiting_process(ctx, backend, new_name):
     context = multiprocessing.get_context(ctx)
-    s = ipckit.Semaphore.create(make_sem_name(backend), 0, backend=backend)
+    s = ipckit.Semaphore.create(new_name(), 0, backend=backend)
     queue = context.Queue()
     try:
         proc = context.Process(target=_wait_then_report, args=(s, queue))  # pickled by name for spawn
@@ -560,10 +562,9 @@ int main(int argc, char **argv) {
 """
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_c_peer_uses_the_same_semaphore(backend, make_sem_name, cc):
+def test_c_peer_uses_the_same_semaphore(backend, new_name, cc):
     exe = cc(C_POSIX_SEM if backend == "posix" else C_SYSV_SEM, f"sem_peer_{backend}")
-    name = make_sem_name(backend)
+    name = new_name()
     if backend == "posix":
         s = ipckit.Semaphore.create(name, 0)
     else:
@@ -622,3 +623,351 @@ def test_sysv_private_set():
     finally:
         s.unlink()
         s.close()
+
+
+# ---------------------------------------------------------------- SysV controls: SETVAL, SETALL, IPC_SET, open by id
+
+C_SYSV_SETALL = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/ipc.h>
+#include <sys/sem.h>
+union semun { int val; struct semid_ds *buf; unsigned short *array; };
+/* peer SEMID: print GETALL, then SETALL to 7 8 9 and print the owner and mode IPC_STAT says */
+int main(int argc, char **argv) {
+    int id = atoi(argv[1]);
+    unsigned short v[3];
+    union semun arg = {.array = v};
+    if (semctl(id, 0, GETALL, arg) != 0) { perror("GETALL"); return 1; }
+    printf("%d %d %d\n", v[0], v[1], v[2]);
+    v[0] = 7; v[1] = 8; v[2] = 9;
+    if (semctl(id, 0, SETALL, arg) != 0) { perror("SETALL"); return 1; }
+    struct semid_ds ds;
+    arg.buf = &ds;
+    if (semctl(id, 0, IPC_STAT, arg) != 0) { perror("IPC_STAT"); return 1; }
+    printf("%u %u %o\n", (unsigned)ds.sem_perm.uid, (unsigned)ds.sem_perm.gid, ds.sem_perm.mode & 0777);
+    return 0;
+}
+"""
+
+
+def test_sysv_set_values_and_set_value_interoperate_with_c(sysv_key, cc):
+    exe = cc(C_SYSV_SETALL, "sem_setall_peer")
+    s = ipckit.Semaphore.create(sysv_key, [0, 0, 0], backend="sysv")
+    try:
+        s.set_values([3, 2, 1])
+        s[2].set_value(5)
+        assert s.values == [3, 2, 5]
+        s.set(mode=0o640)
+        st = os.stat("/proc/self")  # this process's uid/gid
+        result = subprocess.run([exe, str(s.id)], capture_output=True, text=True, timeout=CHILD_TIMEOUT)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.splitlines() == ["3 2 5", f"{st.st_uid} {st.st_gid} 640"]
+        assert s.values == [7, 8, 9]
+        assert (s.stat().mode, int(_sysv_sem_row(sysv_key)["perms"], 8)) == (0o640, 0o640)
+    finally:
+        s.unlink()
+        s.close()
+
+
+def test_sysv_set_value_wakes_a_waiter_and_clears_undo(sysv_key):
+    s = ipckit.Semaphore.create(sysv_key, 0, backend="sysv")
+    try:
+        got = []
+        t = threading.Thread(target=lambda: got.append(s.acquire(timeout=CHILD_TIMEOUT)))
+        t.start()
+        deadline = time.monotonic() + 10
+        while s.ncount == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        s.set_value(2)  # SETVAL wakes the waiter, which takes one
+        t.join(CHILD_TIMEOUT)
+        assert got == [True] and s.value == 1
+        # A killed process's SEM_UNDO adjustment is dropped by SETVAL: nothing is given back.
+        code = (f"import ipckit, os, signal, sys; s = ipckit.Semaphore.open({sysv_key}, backend='sysv', undo=True); "
+                "s.acquire(); print('held', flush=True); sys.stdin.readline(); os.kill(os.getpid(), signal.SIGKILL)")
+        child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "held"
+        assert s.value == 0
+        s.set_value(4)
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.wait(CHILD_TIMEOUT) == -signal.SIGKILL
+        assert s.value == 4
+    finally:
+        s.unlink()
+        s.close()
+
+
+def test_sysv_settings_reject_bad_arguments(sysv_key):
+    s = ipckit.Semaphore.create(sysv_key, [1, 1], backend="sysv")
+    try:
+        for bad, exc in ((-1, ValueError), (32768, ValueError), (1.0, TypeError), (True, TypeError), ("1", TypeError)):
+            with pytest.raises(exc, match="value"):
+                s.set_value(bad)
+        with pytest.raises(ValueError, match="one entry per member"):
+            s.set_values([1])
+        with pytest.raises(TypeError, match="values"):
+            s.set_values({1, 2})
+        with pytest.raises(ValueError, match="values"):
+            s.set_values([1, 40000])
+        with pytest.raises(TypeError, match="at least one"):
+            s.set()
+        for kwargs, exc in (({"mode": 0o1777}, ValueError), ({"mode": "600"}, TypeError), ({"uid": -1}, ValueError),
+                            ({"gid": 2**32}, ValueError), ({"uid": 1.0}, TypeError)):
+            with pytest.raises(exc):
+                s.set(**kwargs)
+        assert s.values == [1, 1] and s.stat().mode == 0o600
+    finally:
+        s.unlink()
+        s.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a set to another user needs root (CAP_SYS_ADMIN)")
+def test_sysv_set_owner(sysv_key):
+    s = ipckit.Semaphore.create(sysv_key, 1, backend="sysv")
+    try:
+        s.set(uid=4242, gid=4343)
+        st = s.stat()
+        assert (st.uid, st.gid, st.cuid) == (4242, 4343, os.geteuid())
+        row = _sysv_sem_row(sysv_key)
+        assert (row["uid"], row["gid"]) == ("4242", "4343")
+    finally:
+        s.unlink()
+        s.close()
+
+
+def test_sysv_open_by_id_is_unambiguous(make_key):
+    key = make_key()
+    s = ipckit.Semaphore.create(key, [4, 5], backend="sysv")
+    try:
+        by_id = ipckit.Semaphore.open(id=s.id, backend="sysv")
+        assert (by_id.id, by_id.name, by_id.count, by_id[1].value) == (s.id, key, 2, 5)
+        by_id.close()
+        private = ipckit.Semaphore.create(None, 2, backend="sysv")
+        try:
+            other = ipckit.Semaphore.open(id=private.id, backend="sysv")
+            assert (other.name, other.value) == (None, 2)
+            other.close()
+        finally:
+            private.unlink()
+            private.close()
+        with pytest.raises(ValueError, match="backend='sysv'"):
+            ipckit.Semaphore.open(id=s.id)
+        with pytest.raises(TypeError, match="not both"):
+            ipckit.Semaphore.open(key, id=s.id, backend="sysv")
+        for bad, exc in ((-1, ValueError), (2**31, ValueError), ("1", TypeError), (True, TypeError)):
+            with pytest.raises(exc, match="id"):
+                ipckit.Semaphore.open(id=bad, backend="sysv")
+    finally:
+        s.unlink()
+        s.close()
+    with pytest.raises(ipckit.NotFoundError):
+        ipckit.Semaphore.open(id=s.id, backend="sysv")
+
+
+# ---------------------------------------------------------------- waiting without taking (for ipckit.aio)
+
+
+def test_wait_positive_takes_nothing_and_never_ends_early(sem):
+    from ipckit._timeouts import Deadline
+
+    assert sem._wait_positive(Deadline(0.5)) is True and sem.value == 1
+    assert sem.acquire()
+    for timeout in (0, 0.05, 0.2):
+        start = time.monotonic()
+        assert sem._wait_positive(Deadline(timeout)) is False
+        assert time.monotonic() - start >= timeout
+    assert sem.value == 0
+    threading.Timer(0.1, sem.release).start()
+    start = time.monotonic()
+    assert sem._wait_positive(Deadline(CHILD_TIMEOUT)) is True
+    assert time.monotonic() - start < CHILD_TIMEOUT and sem.value == 1
+
+
+@pytest.mark.skipif(not platform.libc_ver()[0] == "glibc", reason="the futex wait relies on glibc's sem_t")
+def test_posix_wait_positive_uses_the_futex_on_glibc():
+    assert ipckit._ffi.lib.ipckit_psem_can_peek() == 1
+
+
+C_SEM_WAITER = r"""
+#include <fcntl.h>
+#include <semaphore.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/ipc.h>
+#include <sys/sem.h>
+#include <time.h>
+/* waiter posix NAME N | waiter sysv SEMID N: take N units, one at a time, each within 10 s */
+int main(int argc, char **argv) {
+    int n = atoi(argv[3]);
+    sem_t *s = NULL;
+    int id = -1;
+    if (argv[1][0] == 'p') { s = sem_open(argv[2], 0); if (s == SEM_FAILED) { perror("sem_open"); return 1; } }
+    else id = atoi(argv[2]);
+    printf("ready\n");
+    fflush(stdout);
+    for (int i = 0; i < n; i++) {
+        if (s) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 10;
+            if (sem_timedwait(s, &ts) != 0) { perror("sem_timedwait"); return 2; }
+        } else {
+            struct sembuf op = {0, -1, 0};
+            struct timespec ts = {10, 0};
+            if (semtimedop(id, &op, 1, &ts) != 0) { perror("semtimedop"); return 2; }
+        }
+    }
+    printf("took %d\n", n);
+    return 0;
+}
+"""
+
+
+def test_wait_positive_never_steals_a_wake_up_from_a_c_waiter(backend, sem, cc):
+    """A non-consuming waiter may receive the one wake-up a post makes; it must pass it
+    on, or a real waiter in another process (here a C program) would sleep through a
+    positive value. Every post must reach the C waiter while threads peek alongside."""
+    from ipckit._timeouts import Deadline
+
+    exe = cc(C_SEM_WAITER, "sem_waiter")
+    assert sem.acquire()
+    rounds = 200
+    target = sem.name if backend == "posix" else str(sem.id)
+    child = subprocess.Popen([exe, backend, target, str(rounds)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        stop = threading.Event()
+
+        def peek():
+            while not stop.is_set():
+                sem._wait_positive(Deadline(0.05))
+
+        peekers = [threading.Thread(target=peek) for _ in range(2)]
+        for t in peekers:
+            t.start()
+        try:
+            for i in range(rounds):
+                sem.release()
+                deadline = time.monotonic() + 5
+                while sem.value != 0 and time.monotonic() < deadline:
+                    time.sleep(0.0005)  # the C waiter takes it
+                assert sem.value == 0, f"post {i}: the C waiter slept through it"
+        finally:
+            stop.set()
+            for t in peekers:
+                t.join(CHILD_TIMEOUT)
+        out, _ = child.communicate(timeout=CHILD_TIMEOUT)
+        assert child.returncode == 0 and out.strip() == f"took {rounds}"
+        assert sem.value == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+CLOSE_WHILE_PEEKING = textwrap.dedent(
+    """
+    import sys, threading, time
+    import ipckit
+    from ipckit._timeouts import Deadline
+    name = sys.argv[1]
+    s = ipckit.Semaphore.create(name, 0)
+    other = ipckit.Semaphore.open(name)
+    got = []
+    t = threading.Thread(target=lambda: got.append(s._wait_positive(Deadline(10))))
+    t.start()
+    time.sleep(0.1)
+    s.close()                # the waiter still maps the semaphore: must not unmap it
+    other.release()
+    t.join(10)
+    assert got == [True], got
+    try:
+        s._wait_positive(Deadline(0))
+    except ipckit.ClosedError:
+        pass
+    else:
+        raise SystemExit("a closed handle waited")
+    other.unlink()
+    other.close()
+    print("ok")
+    """
+)
+
+
+def test_close_while_another_thread_waits_without_taking(make_name):
+    result = subprocess.run([sys.executable, "-c", CLOSE_WHILE_PEEKING, make_name()], capture_output=True, text=True, timeout=CHILD_TIMEOUT)
+    assert result.returncode >= 0, f"killed by signal {-result.returncode}"
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+# ---------------------------------------------------------------- SIGKILL holders at random moments (SEM_UNDO)
+
+_OWNER, _VIOLATIONS, _COUNTS = 0, 8, 16  # offsets in the shared segment
+
+
+def _undo_worker(key, shm_name, worker):
+    """Loop forever: take the lock (with SEM_UNDO), claim the section, check nobody
+    else is in it, count, give it back. Killed at any instruction by the test."""
+    s = ipckit.Semaphore.open(key, backend="sysv", undo=True)
+    shm = ipckit.SharedMemory.open(shm_name)
+    buf = shm.buf
+    me = os.getpid()
+    while True:
+        if not s.acquire(timeout=CHILD_TIMEOUT):
+            os._exit(3)  # wedged: a dead holder's unit was never given back
+        struct.pack_into("q", buf, _OWNER, me)
+        for _ in range(3):
+            time.sleep(0)
+            if struct.unpack_from("q", buf, _OWNER)[0] != me:
+                struct.pack_into("q", buf, _VIOLATIONS, struct.unpack_from("q", buf, _VIOLATIONS)[0] + 1)
+        offset = _COUNTS + 8 * worker
+        struct.pack_into("q", buf, offset, struct.unpack_from("q", buf, offset)[0] + 1)
+        s.release()
+
+
+def test_killed_holders_are_undone_and_never_wedge_the_survivors(make_key, make_name, soak):
+    kills = 100 if soak else 5
+    workers = 3
+    ctx = multiprocessing.get_context("fork")
+    rng = random.Random()
+    s = ipckit.Semaphore.create(make_key(), 1, backend="sysv")
+    shm = ipckit.SharedMemory.create(make_name(), _COUNTS + 8 * workers)
+    start = lambda w: ctx.Process(target=_undo_worker, args=(s.name, shm.name, w), daemon=True)  # noqa: E731
+    procs = [start(w) for w in range(workers)]
+    for p in procs:
+        p.start()
+
+    def progress():
+        return sum(struct.unpack_from(f"{workers}q", shm.buf, _COUNTS))
+
+    try:
+        for _ in range(kills):
+            before = progress()
+            deadline = time.monotonic() + 10
+            while progress() < before + 5:  # the survivors go on: nothing is wedged
+                assert time.monotonic() < deadline, "no progress within 10 s after a kill"
+                assert all(p.is_alive() for p in procs), [p.exitcode for p in procs]
+                time.sleep(0.001)
+            time.sleep(rng.uniform(0, 0.005))
+            w = rng.randrange(workers)
+            os.kill(procs[w].pid, signal.SIGKILL)
+            procs[w].join(CHILD_TIMEOUT)
+            assert procs[w].exitcode == -signal.SIGKILL
+            procs[w] = start(w)
+            procs[w].start()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGKILL)
+            p.join(CHILD_TIMEOUT)
+    try:
+        assert struct.unpack_from("q", shm.buf, _VIOLATIONS)[0] == 0, "two processes were inside at once"
+        assert s.value == 1 and s.ncount == 0  # every dead holder's acquire was undone
+        assert progress() >= 5 * kills
+    finally:
+        s.unlink()
+        s.close()
+        shm.unlink()
+        shm.close()

@@ -7,6 +7,7 @@ import errno
 import multiprocessing
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -23,19 +24,19 @@ CONTEXTS = ["fork", "spawn"]
 CHILD_TIMEOUT = 30
 
 
+@pytest.fixture(params=NAMED)
+def backend(request) -> str:
+    return request.param
+
+
 @pytest.fixture
-def make_seg_name(make_name, make_key, tmp_path):
-    """name factory for a backend: a POSIX name, a SysV key, or a path (all cleaned up)."""
-    counter = iter(range(1000))
-
-    def make(backend: str):
-        if backend == "posix":
-            return make_name()
-        if backend == "sysv":
-            return make_key()
-        return str(tmp_path / f"segment-{next(counter)}")
-
-    return make
+def new_name(backend, make_name, make_key, tmp_path):
+    """A factory of fresh names for the backend under test: a POSIX name, a SysV key,
+    or a path (all removed after the test)."""
+    if backend == "file":
+        counter = iter(range(1000))
+        return lambda: str(tmp_path / f"segment-{next(counter)}")
+    return make_name if backend == "posix" else make_key
 
 
 def _shm_entries() -> set[str]:
@@ -86,9 +87,8 @@ def _join(proc) -> None:
 # ---------------------------------------------------------------- the contract, per backend
 
 
-@pytest.mark.parametrize("backend", NAMED)
-def test_create_open_read_write(backend, make_seg_name):
-    name = make_seg_name(backend)
+def test_create_open_read_write(backend, new_name):
+    name = new_name()
     with ipckit.SharedMemory.create(name, 5000, backend=backend) as m:
         assert isinstance(m, ipckit.SharedMemory)
         assert (m.name, m.backend, m.size, len(m.buf)) == (name, backend, 5000, 5000)
@@ -112,14 +112,13 @@ def test_create_open_read_write(backend, make_seg_name):
     assert not _exists(backend, name)
 
 
-@pytest.mark.parametrize("backend", NAMED)
 @pytest.mark.parametrize("umask", [0o077, 0o000])
-def test_default_mode_is_exactly_0600(backend, umask, make_seg_name):
+def test_default_mode_is_exactly_0600(backend, umask, new_name):
     old = os.umask(umask)
     try:
-        name = make_seg_name(backend)
+        name = new_name()
         m = ipckit.SharedMemory.create(name, 100, backend=backend)
-        other = make_seg_name(backend)
+        other = new_name()
         n = ipckit.SharedMemory.create(other, 100, mode=0o640, backend=backend)
     finally:
         os.umask(old)
@@ -132,9 +131,8 @@ def test_default_mode_is_exactly_0600(backend, umask, make_seg_name):
             seg.close()
 
 
-@pytest.mark.parametrize("backend", NAMED)
-def test_write_past_end_writes_nothing(backend, make_seg_name):
-    name = make_seg_name(backend)
+def test_write_past_end_writes_nothing(backend, new_name):
+    name = new_name()
     with ipckit.SharedMemory.create(name, 100, backend=backend) as m:
         with pytest.raises(ValueError, match="past the end"):
             m.write(b"x" * 10, 95)
@@ -160,9 +158,8 @@ def test_write_past_end_writes_nothing(backend, make_seg_name):
         m.unlink()
 
 
-@pytest.mark.parametrize("backend", NAMED)
-def test_exists_and_not_found(backend, make_seg_name):
-    name = make_seg_name(backend)
+def test_exists_and_not_found(backend, new_name):
+    name = new_name()
     with pytest.raises(ipckit.NotFoundError):
         ipckit.SharedMemory.open(name, backend=backend)
     assert not _exists(backend, name)
@@ -178,9 +175,8 @@ def test_exists_and_not_found(backend, make_seg_name):
         m.unlink()
 
 
-@pytest.mark.parametrize("backend", NAMED)
-def test_use_after_close(backend, make_seg_name):
-    name = make_seg_name(backend)
+def test_use_after_close(backend, new_name):
+    name = new_name()
     m = ipckit.SharedMemory.create(name, 10, backend=backend)
     view = m.buf
     m.close()
@@ -284,9 +280,8 @@ def test_sysv_private_segment_and_stat():
         m.close()
 
 
-@pytest.mark.parametrize("backend", NAMED)
-def test_pickle_reopens_by_name(backend, make_seg_name):
-    name = make_seg_name(backend)
+def test_pickle_reopens_by_name(backend, new_name):
+    name = new_name()
     with ipckit.SharedMemory.create(name, 64, backend=backend) as m:
         m.write(b"pickled")
         with pickle.loads(pickle.dumps(m)) as copy:
@@ -328,9 +323,8 @@ STALE_VIEW_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("backend", NAMED)
-def test_stale_views_after_close_never_crash(backend, make_seg_name):
-    name = make_seg_name(backend)
+def test_stale_views_after_close_never_crash(backend, new_name):
+    name = new_name()
     result = subprocess.run(
         [sys.executable, "-c", STALE_VIEW_SCRIPT, backend, str(name)], capture_output=True, text=True, timeout=CHILD_TIMEOUT
     )
@@ -367,10 +361,9 @@ def _child_numpy_writer(backend, name, handle):
 
 
 @pytest.mark.parametrize("ctx", CONTEXTS)
-@pytest.mark.parametrize("backend", NAMED)
 @pytest.mark.parametrize("by_pickle", [False, True], ids=["by-name", "pickled"])
-def test_numpy_view_changes_seen_across_processes(ctx, backend, by_pickle, make_seg_name):
-    name = make_seg_name(backend)
+def test_numpy_view_changes_seen_across_processes(ctx, backend, by_pickle, new_name):
+    name = new_name()
     m = ipckit.SharedMemory.create(name, 8 * 1000, backend=backend)
     try:
         arr = np.frombuffer(m.buf, dtype=np.int64)
@@ -508,9 +501,9 @@ int main(int argc, char **argv) {
 
 
 @pytest.mark.parametrize("backend", ["posix", "sysv"])
-def test_c_peer_sees_the_same_segment(backend, make_seg_name, cc):
+def test_c_peer_sees_the_same_segment(backend, new_name, cc):
     exe = cc(C_POSIX_SHM if backend == "posix" else C_SYSV_SHM, f"shm_peer_{backend}")
-    name = make_seg_name(backend)
+    name = new_name()
     with ipckit.SharedMemory.create(name, 5000, backend=backend) as m:
         m.write(b"hello from python\0")
         result = subprocess.run([exe, str(name)], capture_output=True, text=True, timeout=CHILD_TIMEOUT)
@@ -549,3 +542,135 @@ def test_sigbus_is_not_reachable_through_the_api(make_name):
         m.buf[-1] = 1
         assert m.read(1, m.size - 1) == b"\x01"
         m.unlink()
+
+
+# ---------------------------------------------------------------- SysV controls: open by id, IPC_SET, IPC_STAT
+
+
+def test_sysv_segment_attached_by_id_in_an_unrelated_process(make_key):
+    """The id, not the key, is what a creator hands to another program (as with
+    shmget(IPC_PRIVATE)); open(id=...) attaches exactly that segment."""
+    m = ipckit.SharedMemory.create(None, 100, backend="sysv")
+    decoy = ipckit.SharedMemory.create(make_key(), 100, backend="sysv")
+    try:
+        m.write(b"11 22")
+        code = ("import ipckit, sys; m = ipckit.SharedMemory.open(id=int(sys.argv[1]), backend='sysv'); "
+                "print(m.read(5).decode(), m.size, m.name); m.write(b'33 44', 50); m.close()")
+        result = subprocess.run([sys.executable, "-c", code, str(m.id)], capture_output=True, text=True, timeout=CHILD_TIMEOUT)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == ["11", "22", "100", "None"]
+        assert m.read(5, 50) == b"33 44" and decoy.read(5, 50) == bytes(5)
+        with ipckit.SharedMemory.open(id=decoy.id, backend="sysv") as again:
+            assert again.name == decoy.name
+        with pytest.raises(ValueError, match="backend='sysv'"):
+            ipckit.SharedMemory.open(id=m.id)
+        with pytest.raises(TypeError, match="not both"):
+            ipckit.SharedMemory.open(decoy.name, id=decoy.id, backend="sysv")
+        for bad, exc in ((-1, ValueError), (2**31, ValueError), ("1", TypeError), (1.0, TypeError)):
+            with pytest.raises(exc, match="id"):
+                ipckit.SharedMemory.open(id=bad, backend="sysv")
+    finally:
+        for seg in (m, decoy):
+            seg.unlink()
+            seg.close()
+
+
+def test_sysv_set_and_stat(make_key):
+    key = make_key()
+    with ipckit.SharedMemory.create(key, 4096, backend="sysv") as m:
+        m.set(mode=0o640)
+        st = m.stat()
+        assert (st.mode, st.key, st.cuid, st.gid, st.size) == (0o640, key, os.geteuid(), os.getegid(), 4096)
+        assert st.attach_time > 0 and st.change_time > 0
+        assert _sysv_shm_row(key)["perms"] == "640"
+        if os.geteuid() == 0:
+            m.set(uid=4242, gid=4343)
+            assert (m.stat().uid, m.stat().gid, _sysv_shm_row(key)["uid"]) == (4242, 4343, "4242")
+        with pytest.raises(ValueError, match="mode"):
+            m.set(mode=0o4777)
+        with pytest.raises(TypeError, match="at least one"):
+            m.set()
+        m.unlink()
+    with pytest.raises(ValueError, match="0o777"):
+        ipckit.SharedMemory.create(make_key(), 10, mode=0o4600, backend="sysv")  # 04000 is SHM_HUGETLB to shmget
+
+
+# ---------------------------------------------------------------- a peer that shrinks the segment (issue 9 item 10)
+
+
+def test_anonymous_segments_are_sealed_against_shrinking():
+    import fcntl
+
+    with ipckit.SharedMemory.anonymous(8192) as m:
+        assert m.shrink_sealed and m.seals & fcntl.F_SEAL_SHRINK
+        with pytest.raises(PermissionError):
+            os.ftruncate(m.fileno(), 4096)  # nobody it is handed to can shrink it
+        code = "import os, sys\ntry:\n    os.ftruncate(int(sys.argv[1]), 0)\nexcept PermissionError:\n    print('refused')"
+        fd = m.fileno()
+        result = subprocess.run([sys.executable, "-c", code, str(fd)], pass_fds=[fd], capture_output=True, text=True, timeout=CHILD_TIMEOUT)
+        assert result.stdout.strip() == "refused", result.stderr
+        os.ftruncate(fd, 16384)  # growing is harmless and stays allowed
+        assert m.read(10, 8000) == bytes(10)
+
+
+def test_from_fd_seals_what_it_can_and_says_what_it_found():
+    import fcntl
+
+    sealable = os.memfd_create("sealable", os.MFD_ALLOW_SEALING)
+    os.ftruncate(sealable, 4096)
+    with ipckit.SharedMemory.from_fd(sealable) as m:
+        assert m.shrink_sealed
+    plain = os.memfd_create("plain")  # made without MFD_ALLOW_SEALING: F_SEAL_SEAL
+    os.ftruncate(plain, 4096)
+    with ipckit.SharedMemory.from_fd(plain) as m:
+        assert m.seals == fcntl.F_SEAL_SEAL and not m.shrink_sealed
+    with ipckit.SharedMemory.create(ipckit.testing.unique_name(), 4096) as m:
+        assert m.seals is not None and not m.shrink_sealed  # a /dev/shm file cannot be sealed
+        m.unlink()
+
+
+SHRINK_SCRIPT = textwrap.dedent(
+    """
+    import errno, os, sys
+    import ipckit
+    kind, target = sys.argv[1], sys.argv[2]
+    if kind == "memfd":
+        fd = os.memfd_create("unsealable")
+        os.ftruncate(fd, 3 * 4096)
+        m = ipckit.SharedMemory.from_fd(fd)
+        path = f"/proc/self/fd/{fd}"
+    else:
+        m = ipckit.SharedMemory.create(target, 3 * 4096, backend=kind)
+        path = "/dev/shm/" + target[1:] if kind == "posix" else target
+    m.write(b"kept", 0)
+    m.write(b"lost", 2 * 4096)
+    # A peer truncates the file under the mapping (here: through its own descriptor).
+    other = os.open(path, os.O_RDWR)
+    os.ftruncate(other, 4096)
+    os.close(other)
+    assert m.read(4) == b"kept"                       # what is left is still readable
+    for call in (lambda: m.read(4, 2 * 4096), lambda: m.read(), lambda: m.write(b"x", 2 * 4096)):
+        try:
+            call()
+        except ipckit.CorruptError as exc:
+            assert exc.errno == errno.EBADMSG, exc.errno
+            assert "shrank" in str(exc)
+        else:
+            raise SystemExit("a shrunk segment was read or written without an error")
+    m.write(b"ok", 10)
+    assert m.read(2, 10) == b"ok"
+    if kind != "memfd":
+        m.unlink()
+    m.close()
+    print("ok")
+    """
+)
+
+
+@pytest.mark.parametrize("kind", ["posix", "file", "memfd"])
+def test_a_shrunk_segment_is_corrupt_error_not_sigbus(kind, make_name, tmp_path):
+    target = make_name() if kind == "posix" else str(tmp_path / "segment")
+    result = subprocess.run([sys.executable, "-c", SHRINK_SCRIPT, kind, target], capture_output=True, text=True, timeout=CHILD_TIMEOUT)
+    assert result.returncode >= 0, f"killed by signal {-result.returncode} (SIGBUS is {signal.SIGBUS}): {result.stderr}"
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"

@@ -6,8 +6,17 @@ import time
 import pytest
 
 from ipckit._data import byte_view
-from ipckit._naming import check_mode, check_posix_name, check_sysv_key, sysv_key_to_c
-from ipckit._timeouts import Deadline, check_timeout
+from ipckit._naming import (
+    check_ipc_set,
+    check_mode,
+    check_open_target,
+    check_owner,
+    check_posix_name,
+    check_sysv_id,
+    check_sysv_key,
+    sysv_key_to_c,
+)
+from ipckit._timeouts import MAX_WAIT, Deadline, check_timeout
 
 
 @pytest.mark.parametrize("value, expected", [(None, None), (0, 0.0), (0.5, 0.5), (3, 3.0)])
@@ -108,3 +117,42 @@ def test_byte_view_accepts_bytes_like_without_copy():
 def test_byte_view_rejects(bad, exc):
     with pytest.raises(exc, match="data"):
         byte_view(bad)
+
+
+@pytest.mark.parametrize("timeout", [1e7, 1e12, 1e300, math.inf])
+def test_a_huge_timeout_is_waited_in_kernel_sized_pieces(timeout):
+    """poll() takes an int of milliseconds and the C waits an int64 of nanoseconds:
+    no timeout may overflow them; the callers' loops wait again for the rest."""
+    d = Deadline(check_timeout(timeout))
+    assert not d.expired()
+    assert d.remaining_ms() == math.ceil(MAX_WAIT * 1000) < 2**31
+    assert d.remaining_ns() == math.ceil(MAX_WAIT * 1e9) < 2**63
+
+
+def test_open_target_takes_an_id_only_from_id():
+    assert check_open_target(1234, None, "sysv") is None  # a key: looked up as a key
+    assert check_open_target(None, None, "sysv") is None  # the backend's name check decides
+    assert check_open_target(None, 0, "sysv") == 0  # shmid 0 is a valid id
+    with pytest.raises(TypeError, match="not both"):
+        check_open_target(1234, 5, "sysv")
+    with pytest.raises(ValueError, match="backend='sysv'"):
+        check_open_target(None, 5, "posix")
+
+
+@pytest.mark.parametrize("value, exc", [(-1, ValueError), (2**31, ValueError), ("3", TypeError), (True, TypeError), (None, TypeError), (1.0, TypeError)])
+def test_sysv_ids_rejected(value, exc):
+    with pytest.raises(exc, match="id"):
+        check_sysv_id(value)
+
+
+def test_ipc_set_arguments():
+    assert check_ipc_set(0o640, None, None) == (0o640, -1, -1)
+    assert check_ipc_set(None, 0, 2**32 - 2) == (-1, 0, 2**32 - 2)
+    assert check_ipc_set(None, None, None, required=False) == (-1, -1, -1)
+    with pytest.raises(TypeError, match="at least one"):
+        check_ipc_set(None, None, None)
+    with pytest.raises(ValueError, match="0o777"):
+        check_ipc_set(0o1600, None, None)
+    for bad, exc in ((-1, ValueError), (2**32 - 1, ValueError), ("0", TypeError), (False, TypeError)):
+        with pytest.raises(exc, match="uid"):
+            check_owner(bad, "uid")

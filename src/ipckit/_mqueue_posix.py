@@ -64,6 +64,7 @@ _unpack = ffi.unpack
 _alloc = ffi.new_allocator(should_clear_after_alloc=False)
 _EAGAIN = -errno.EAGAIN
 _EINTR = -errno.EINTR
+_C_INT_MAX = 2**31 - 1  # the kernel keeps the limits as ints
 
 # A call on a handle closed under it (EBADF) is ClosedError.
 _ON_HANDLE = {errno.EBADF: As(ClosedError, "the queue handle is closed")}
@@ -157,6 +158,8 @@ class PosixMessageQueue(MessageQueue):
             max_messages = read_int(MSG_DEFAULT_FILE) or 10
         if max_message_size is None:
             max_message_size = read_int(MSGSIZE_DEFAULT_FILE) or 8192
+        if max_messages > _C_INT_MAX or max_message_size > _C_INT_MAX:
+            raise _limit_error(max_messages, max_message_size)
         encoded = name.encode()
         rc = lib.ipckit_mq_open(encoded, os.O_CREAT | os.O_EXCL, mode, max_messages, max_message_size)
         if rc == -errno.EINVAL:

@@ -59,6 +59,7 @@ MSGMAX_FILE = "/proc/sys/kernel/msgmax"
 MSGMNB_FILE = "/proc/sys/kernel/msgmnb"
 MSGMNI_FILE = "/proc/sys/kernel/msgmni"
 
+QBYTES_MAX = 2**63 - 1  # msg_qbytes is a C unsigned long; IPC_SET over msgmnb needs CAP_SYS_RESOURCE
 FIRST_NAP = 50e-6
 MAX_NAP = 2e-3
 
@@ -151,7 +152,7 @@ class SysvMessageQueue(MessageQueue):
         if max_messages is not None:
             qbytes = max_messages * (max_message_size or msgmax)
             msgmnb = read_int(MSGMNB_FILE)
-            if msgmnb is not None and qbytes > msgmnb:
+            if (msgmnb is not None and qbytes > msgmnb) or qbytes > QBYTES_MAX:
                 raise ValueError(
                     f"max_messages={max_messages} x max_message_size={max_message_size or msgmax} = {qbytes} bytes is over "
                     f"the kernel's queue capacity limit msgmnb={msgmnb} ({MSGMNB_FILE}); SysV queues are sized in bytes"
@@ -341,6 +342,8 @@ class SysvMessageQueue(MessageQueue):
         needs CAP_SYS_RESOURCE). Arguments left None stay as they are."""
         c_mode, c_uid, c_gid = check_ipc_set(mode, uid, gid, required=max_bytes is None)
         qbytes = -1 if max_bytes is None else check_positive_int(max_bytes, "max_bytes")
+        if qbytes > QBYTES_MAX:
+            raise ValueError(f"max_bytes must be <= {QBYTES_MAX}, got {qbytes}")
         self._check_open()
         _ffi.check(lib.ipckit_msgctl_set(self._qid, c_uid, c_gid, c_mode, qbytes), "msgctl(IPC_SET)", SYSV_REMOVED)
         self._limit = min(self._msgmax, _stat(self._qid, "msgctl(IPC_STAT)").max_bytes)

@@ -68,6 +68,7 @@ only an explicit ``unlink()`` removes a name. The creator is expected to unlink.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Optional
 
 from ._data import byte_view
@@ -126,6 +127,8 @@ class SharedMemory(Resource):
         if backend == "memfd":
             raise ValueError("backend='memfd' segments have no name: use SharedMemory.anonymous(size)")
         check_positive_int(size, "size")
+        if size > sys.maxsize:
+            raise ValueError(f"size must be <= {sys.maxsize} (what can be mapped), got {size}")
         return impl._create(name, size, check_mode(mode))
 
     @classmethod
@@ -155,6 +158,8 @@ class SharedMemory(Resource):
         The segment is sealed against shrinking (``F_SEAL_SHRINK``), so no process
         it is shared with can make the others' mappings fault (SIGBUS)."""
         check_positive_int(size, "size")
+        if size > sys.maxsize:
+            raise ValueError(f"size must be <= {sys.maxsize} (what can be mapped), got {size}")
         return _backend_class("memfd")._anonymous(size, label)  # type: ignore[attr-defined, no-any-return]
 
     @classmethod

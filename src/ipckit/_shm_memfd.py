@@ -57,8 +57,8 @@ class MemfdSharedMemory(MappedSharedMemory):
     def _from_fd(cls, fd: object, size: Optional[int]) -> "SharedMemory":
         if isinstance(fd, bool) or not isinstance(fd, int):
             raise TypeError(f"fd must be an int file descriptor, not {type(fd).__name__}")
-        if fd < 0:
-            raise ValueError(f"fd must be >= 0, got {fd}")
+        if not 0 <= fd <= 2**31 - 1:
+            raise ValueError(f"fd must be a descriptor number (0..2**31-1), got {fd}")
         check_positive_int(size, "size", allow_none=True)
         real = cls._size_of(fd, "from_fd")
         if size is None:

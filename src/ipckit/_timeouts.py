@@ -17,6 +17,11 @@ from ._errors import Timeout
 
 _monotonic = time.monotonic
 
+# One wait in the kernel is at most this long: every caller loops until its deadline
+# has passed, so a longer timeout (even inf) just waits again, and no timeout can
+# overflow poll()'s int milliseconds or a C int64 of nanoseconds.
+MAX_WAIT = 86400.0
+
 
 def check_timeout(timeout: object, name: str = "timeout") -> Optional[float]:
     """Validate a user-supplied timeout: ``None`` or a finite number >= 0."""
@@ -68,18 +73,18 @@ class Deadline:
 
     def remaining_ms(self) -> int:
         """Milliseconds left for ``poll()``: -1 for no deadline, rounded *up* so a
-        wait never ends before the deadline."""
+        wait never ends before the deadline; at most ``MAX_WAIT``."""
         left = self.remaining()
         if left is None:
             return -1
-        return math.ceil(left * 1000)
+        return math.ceil(min(left, MAX_WAIT) * 1000)
 
     def remaining_ns(self) -> int:
-        """Nanoseconds left for futex/semtimedop: -1 for no deadline."""
+        """Nanoseconds left for futex/semtimedop: -1 for no deadline; at most ``MAX_WAIT``."""
         left = self.remaining()
         if left is None:
             return -1
-        return math.ceil(left * 1e9)
+        return math.ceil(min(left, MAX_WAIT) * 1e9)
 
     def timeout_error(self, what: str) -> Timeout:
         """The ``Timeout`` to raise when this deadline expired during *what*."""
@@ -91,4 +96,4 @@ class Deadline:
 FOREVER = Deadline(None)
 
 
-__all__ = ["FOREVER", "Deadline", "check_timeout"]
+__all__ = ["FOREVER", "MAX_WAIT", "Deadline", "check_timeout"]

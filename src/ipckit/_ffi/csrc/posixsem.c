@@ -18,6 +18,18 @@ struct ipckit_psem {
     _Atomic int closed;
 };
 
+/* The absolute time *ns* nanoseconds from now on *clock*. */
+static void ipckit_psem_deadline(clockid_t clock, int64_t ns, struct timespec *ts)
+{
+    clock_gettime(clock, ts);
+    ts->tv_sec += ns / 1000000000LL;
+    ts->tv_nsec += ns % 1000000000LL;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec += 1;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
 static int ipckit_psem_enter(struct ipckit_psem *h)
 {
     if (atomic_load(&h->closed))
@@ -74,13 +86,7 @@ static int ipckit_psem_wait(struct ipckit_psem *h, int64_t timeout_ns)
 #else
         clockid_t clock = CLOCK_REALTIME; /* no sem_clockwait: the caller's loop bounds the error */
 #endif
-        clock_gettime(clock, &ts);
-        ts.tv_sec += timeout_ns / 1000000000LL;
-        ts.tv_nsec += timeout_ns % 1000000000LL;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec += 1;
-            ts.tv_nsec -= 1000000000L;
-        }
+        ipckit_psem_deadline(clock, timeout_ns, &ts);
 #if IPCKIT_GLIBC_230
         rc = sem_clockwait(h->sem, clock, &ts);
 #else
@@ -129,6 +135,14 @@ struct ipckit_glibc_sem {
 #define IPCKIT_SEM_NWAITERS(d) ((uint32_t)((d) >> 32))
 #define IPCKIT_SEM_ONE_WAITER (1ULL << 32)
 
+/* glibc's "private" field is the value it XORs with FUTEX_PRIVATE_FLAG to make the
+ * futex op: FUTEX_PRIVATE_FLAG (128) for a process-shared semaphore (every named
+ * one), 0 for a process-private one. The flag to use is the opposite. */
+static int ipckit_psem_futex_private(const struct ipckit_glibc_sem *g)
+{
+    return g->private == FUTEX_PRIVATE_FLAG ? 0 : FUTEX_PRIVATE_FLAG;
+}
+
 static int ipckit_psem_can_peek(void)
 {
     static int known = -1;
@@ -141,7 +155,7 @@ static int ipckit_psem_can_peek(void)
         struct ipckit_glibc_sem *g = (struct ipckit_glibc_sem *)&probe;
         int value = -1;
         if (sem_init(&probe, 1, 3) == 0) {
-            ok = g->data == 3 && g->private == 0;
+            ok = g->data == 3 && g->private == FUTEX_PRIVATE_FLAG;
             sem_post(&probe);
             ok = ok && g->data == 4 && sem_getvalue(&probe, &value) == 0 && value == 4;
             ok = ok && sem_trywait(&probe) == 0 && g->data == 3;
@@ -163,7 +177,7 @@ static int ipckit_psem_wait_positive(struct ipckit_psem *h, int64_t timeout_ns)
     struct ipckit_glibc_sem *g = (struct ipckit_glibc_sem *)h->sem;
     _Atomic uint64_t *data = (_Atomic uint64_t *)&g->data;
     uint32_t *word = (uint32_t *)&g->data; /* the low half: little-endian */
-    int op = FUTEX_WAIT | (g->private ? FUTEX_PRIVATE_FLAG : 0);
+    int private = ipckit_psem_futex_private(g);
     struct timespec end;
     if (IPCKIT_SEM_VALUE(atomic_load(data)) > 0) {
         ipckit_psem_leave(h);
@@ -173,15 +187,8 @@ static int ipckit_psem_wait_positive(struct ipckit_psem *h, int64_t timeout_ns)
         ipckit_psem_leave(h);
         return -EAGAIN;
     }
-    if (timeout_ns > 0) {
-        clock_gettime(CLOCK_MONOTONIC, &end);
-        end.tv_sec += timeout_ns / 1000000000LL;
-        end.tv_nsec += timeout_ns % 1000000000LL;
-        if (end.tv_nsec >= 1000000000L) {
-            end.tv_sec += 1;
-            end.tv_nsec -= 1000000000L;
-        }
-    }
+    if (timeout_ns > 0)
+        ipckit_psem_deadline(CLOCK_MONOTONIC, timeout_ns, &end);
     atomic_fetch_add(data, IPCKIT_SEM_ONE_WAITER);
     for (;;) {
         if (IPCKIT_SEM_VALUE(atomic_load(data)) > 0) {
@@ -205,14 +212,14 @@ static int ipckit_psem_wait_positive(struct ipckit_psem *h, int64_t timeout_ns)
             leftp = &left;
         }
         /* Sleeps only while the word is still 0; a post in between makes it EAGAIN. */
-        if (syscall(SYS_futex, word, op, 0, leftp, NULL, 0) == -1 && errno == EINTR) {
+        if (syscall(SYS_futex, word, FUTEX_WAIT | private, 0, leftp, NULL, 0) == -1 && errno == EINTR) {
             rc = -EINTR;
             break;
         }
     }
     uint64_t after = atomic_fetch_sub(data, IPCKIT_SEM_ONE_WAITER) - IPCKIT_SEM_ONE_WAITER;
     if (rc == 0 && IPCKIT_SEM_NWAITERS(after) > 0)
-        syscall(SYS_futex, word, FUTEX_WAKE | (g->private ? FUTEX_PRIVATE_FLAG : 0), 1, NULL, NULL, 0);
+        syscall(SYS_futex, word, FUTEX_WAKE | private, 1, NULL, NULL, 0);
     ipckit_psem_leave(h);
     return rc;
 }
