@@ -254,19 +254,28 @@ def _check(call):
 
 
 class _Made:
-    """What an example created, removed at its end whatever happened."""
+    """What an example created (removed at its end whatever happened) or opened (only
+    closed: a hostile key or id that happens to be valid may name another program's
+    object, which must never be removed)."""
 
     def __init__(self):
         self.objects = []
+        self.opened = []
 
     def add(self, obj):
         self.objects.append(obj)
+        return obj
+
+    def open(self, obj):
+        self.opened.append(obj)
         return obj
 
     def cleanup(self):
         for obj in self.objects:
             with contextlib.suppress(ipckit.IPCError):
                 obj.unlink()
+            obj.close()
+        for obj in self.opened:
             obj.close()
 
 
@@ -292,7 +301,7 @@ def test_hostile_arguments_to_message_queue(data):
                 max_messages=data.draw(st.one_of(st.none(), st.integers(1, 4), HOSTILE)),
                 max_message_size=data.draw(st.one_of(st.none(), st.integers(1, 64), HOSTILE)),
                 mode=data.draw(st.one_of(st.just(0o600), HOSTILE)), backend=data.draw(BACKENDS_MQ))),
-            "open": lambda: made.add(ipckit.MessageQueue.open(
+            "open": lambda: made.open(ipckit.MessageQueue.open(
                 data.draw(st.one_of(st.just(q.name), HOSTILE)), backend=data.draw(BACKENDS_MQ),
                 id=data.draw(st.one_of(st.none(), st.just(getattr(q, "id", 0)), HOSTILE)))),
             "send": lambda: q.send(data.draw(st.one_of(st.binary(max_size=80), HOSTILE)), priority=data.draw(st.one_of(st.just(0), HOSTILE)),
@@ -316,7 +325,10 @@ def test_hostile_arguments_to_message_queue(data):
 @given(data=st.data())
 def test_hostile_arguments_to_shared_memory(data, tmp_path_factory):
     made = _Made()
-    tmp_dir = str(tmp_path_factory.getbasetemp())
+    tmp_dir = str(tmp_path_factory.getbasetemp() / "hostile-shm")
+    os.makedirs(tmp_dir, exist_ok=True)
+    cwd = os.getcwd()
+    os.chdir(tmp_dir)  # a hostile relative path for backend="file" lands here, nowhere else
     try:
         backend = data.draw(st.sampled_from(["posix", "sysv", "file", "memfd"]))
         if backend == "memfd":
@@ -325,12 +337,18 @@ def test_hostile_arguments_to_shared_memory(data, tmp_path_factory):
             m = made.add(ipckit.SharedMemory.create(_valid_name(backend, tmp_dir), 4096, backend=backend))
         arg = lambda: data.draw(HOSTILE)  # noqa: E731
         size = st.one_of(st.integers(1, 8192), HOSTILE).map(_small_int(1 << 20))
-        names = st.one_of(st.just(_valid_name(backend, tmp_dir)), HOSTILE.filter(lambda v: not isinstance(v, str) or not v.startswith("/")))
+        # No hostile absolute path: as a "file" name it could be any file on the machine.
+        names = HOSTILE.filter(lambda v: not isinstance(v, str) or not v.startswith("/"))
         own_fd = lambda: os.dup(m.fileno()) if backend != "sysv" else -1  # noqa: E731
+        def create():
+            kind = data.draw(st.one_of(st.just(backend), HOSTILE))
+            valid = _valid_name(kind if kind in ("posix", "sysv", "file") else backend, tmp_dir)  # never a file in /
+            name = data.draw(st.one_of(st.just(valid), names))
+            made.add(ipckit.SharedMemory.create(name, data.draw(size), mode=data.draw(st.one_of(st.just(0o600), HOSTILE)), backend=kind))
+
         calls = {
-            "create": lambda: made.add(ipckit.SharedMemory.create(data.draw(names), data.draw(size), mode=data.draw(st.one_of(st.just(0o600), HOSTILE)),
-                                                                  backend=data.draw(st.one_of(st.just(backend), HOSTILE)))),
-            "open": lambda: made.add(ipckit.SharedMemory.open(data.draw(st.one_of(st.just(m.name), names)),
+            "create": create,
+            "open": lambda: made.open(ipckit.SharedMemory.open(data.draw(st.one_of(st.just(m.name), names)),
                                                               backend=data.draw(st.one_of(st.just(backend), HOSTILE)),
                                                               id=data.draw(st.one_of(st.none(), st.just(getattr(m, "id", 0)), HOSTILE)))),
             "anonymous": lambda: made.add(ipckit.SharedMemory.anonymous(data.draw(size), label=data.draw(st.one_of(st.just("x"), HOSTILE)))),
@@ -347,6 +365,7 @@ def test_hostile_arguments_to_shared_memory(data, tmp_path_factory):
         _check(calls[data.draw(st.sampled_from(sorted(calls)))])
     finally:
         made.cleanup()
+        os.chdir(cwd)
 
 
 @given(data=st.data())
@@ -362,7 +381,7 @@ def test_hostile_arguments_to_semaphore(data):
                 data.draw(st.one_of(st.just(_valid_name(backend)), HOSTILE)), data.draw(st.one_of(small, st.lists(small, max_size=4))),
                 mode=data.draw(st.one_of(st.just(0o600), HOSTILE)), backend=data.draw(st.one_of(st.just(backend), HOSTILE)),
                 count=data.draw(st.one_of(st.none(), small)), undo=arg())),
-            "open": lambda: made.add(ipckit.Semaphore.open(data.draw(st.one_of(st.just(s.name), HOSTILE)),
+            "open": lambda: made.open(ipckit.Semaphore.open(data.draw(st.one_of(st.just(s.name), HOSTILE)),
                                                            backend=data.draw(st.one_of(st.just(backend), HOSTILE)), undo=arg(),
                                                            id=data.draw(st.one_of(st.none(), st.just(getattr(s, "id", 0)), HOSTILE)))),
             "acquire": lambda: s.acquire(data.draw(st.one_of(st.just(True), HOSTILE)), data.draw(TIMEOUT)),
