@@ -66,7 +66,6 @@ MAX_NAP = 2e-3
 ffi, lib = _ffi.ffi, _ffi.lib
 _msgsnd = lib.ipckit_msgsnd
 _msgrcv = lib.ipckit_msgrcv
-_unpack = ffi.unpack
 _alloc = ffi.new_allocator(should_clear_after_alloc=False)
 _NOWAIT = lib.IPC_NOWAIT
 _NOERROR = lib.MSG_NOERROR
@@ -244,7 +243,7 @@ class SysvMessageQueue(MessageQueue):
                 slot = self._new_buffer()
             n = _msgrcv(self._qid, slot[1], slot[0], 0, 0)
             if n >= 0:
-                data = _unpack(slot[2], n)
+                data = slot[2][:n]
                 buffers.append(slot)
                 return data  # type: ignore[no-any-return]
             buffers.append(slot)
@@ -293,7 +292,7 @@ class SysvMessageQueue(MessageQueue):
                 cap = slot[0] if max_size is None else min(max_size, slot[0])
                 n = _msgrcv(self._qid, slot[1], cap, type_, flags)
                 if n >= 0:
-                    result = _unpack(slot[2], n), int(slot[3][0])
+                    result = slot[2][:n], int(slot[3][0])
                     buffers.append(slot)
                     return result
                 buffers.append(slot)
@@ -316,9 +315,10 @@ class SysvMessageQueue(MessageQueue):
         return Backoff(FIRST_NAP, MAX_NAP, observe=lambda: _stat(self._qid, "msgctl(IPC_STAT)").messages > 0)
 
     def _new_buffer(self) -> tuple:
-        """(data capacity, msgbuf for msgrcv, its data part, its type part)."""
+        """(data capacity, msgbuf for msgrcv, its data part as a Python buffer (slicing it
+        copies out), its type part)."""
         buf = _alloc("char[]", _LONG + self._cap)
-        return (self._cap, buf, buf + _LONG, ffi.cast("long *", buf))
+        return (self._cap, buf, ffi.buffer(buf + _LONG, self._cap), ffi.cast("long *", buf))
 
     def _grow(self) -> None:
         self._cap = max(self._cap * 2, _msgmax())

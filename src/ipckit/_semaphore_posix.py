@@ -14,8 +14,8 @@ calls in flight, lock-free: ``close()`` drops the handle's own reference and
 whoever drops the last one (close, or the last call to return) does ``sem_close``;
 a call made after ``close()`` gets EBADF, which is ``ClosedError``. The Python side
 therefore takes no lock, and ``acquire()``/``release()`` with their defaults are
-one C call each (they were a lock, a loop and several calls: ~10 µs per round trip
-of the benchmark's ring, issue 14).
+one C call each. (They were a lock, a loop and several calls: an acquire and a
+release took ~20,000 instructions, against ~1,600 for posix_ipc's; now ~4,900.)
 
 Waiting without taking (``_wait_positive``, for an event loop's acquire, which must
 not take a unit it may be cancelled before using): POSIX has no such call. glibc's
