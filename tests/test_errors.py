@@ -2,15 +2,20 @@
 SysV object on every class; and hostile arguments to every public call of MessageQueue,
 SharedMemory and Semaphore raise only the documented exceptions (hypothesis)."""
 
+import contextlib
 import errno
+import math
+import os
 import threading
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import ipckit
 from ipckit._errors import error_class, error_from_errno, translate_oserror
-from ipckit.testing import unique_key
+from ipckit.testing import unique_key, unique_name
 
 HIERARCHY = [
     (ipckit.Timeout, TimeoutError),
@@ -199,16 +204,6 @@ def test_removal_wakes_every_kind_of_sysv_waiter_with_closed_error():
 # AttributeError, SystemError, a crash) fails. Arguments that are valid but would
 # make a call slow or huge (a timeout of an hour, a 10 GB segment, a million posts) are
 # cut down: the point is what invalid ones do.
-
-import contextlib  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-
-from hypothesis import given  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from ipckit.testing import unique_name  # noqa: E402
 
 DOCUMENTED = (TypeError, ValueError, IndexError, ipckit.IPCError)
 

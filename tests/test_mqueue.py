@@ -986,24 +986,28 @@ def test_attempts_never_block_and_waiters_see_readiness(backend: str, new_name) 
 
     with ipckit.MessageQueue.create(new_name(), backend=backend, max_messages=1, max_message_size=16) as q:
         start = time.monotonic()
-        assert q._recv_attempt()(NOW) is WOULD_BLOCK
-        waiter = q._recv_waiter()
+        attempt, waiter = q._recv_op()
+        assert attempt(NOW) is WOULD_BLOCK
         if backend == "posix":
             assert isinstance(waiter, ReadyFd) and waiter.fd == q.fileno()
             assert not select.select([waiter.fd], [], [], 0)[0]
         else:
             assert isinstance(waiter, Backoff) and waiter.observe() is False
         q.send(b"x" * 16)
+        send_attempt, send_waiter = q._send_op(b"y")
         if backend == "posix":
             assert select.select([waiter.fd], [], [], 0)[0]
-            full = q._send_waiter()
-            assert not select.select([], [full.fd], [], 0)[1]
+            assert not select.select([], [send_waiter.fd], [], 0)[1]
         else:
             assert waiter.observe() is True
-            assert q._send_waiter(1).observe() is False  # 16 of 16 bytes taken
-        assert q._send_attempt(b"y", 1, 0 if backend == "posix" else 1)(NOW) is WOULD_BLOCK
+            assert send_waiter.observe() is False  # 16 of 16 bytes taken
+        assert send_attempt(NOW) is WOULD_BLOCK
         assert len(q) == 1  # an observer consumed nothing
-        data = q._recv_attempt()(NOW)
-        assert data[0] == b"x" * 16
+        assert attempt(NOW)[0] == b"x" * 16
+        assert send_attempt(NOW) is None and q.recv(timeout=0) == b"y"
         assert time.monotonic() - start < 1.0  # no attempt waited
+        with pytest.raises(ipckit.MessageTooLarge):
+            q._send_op(b"z" * 17)  # the checks come first: nothing to attempt
         q.unlink()
+    with pytest.raises(ipckit.ClosedError):
+        q._recv_op()

@@ -28,6 +28,10 @@ The contract a backend subclass implements
   ``Resource``). Every method except ``close``/``unlink`` raises ``ClosedError``
   after ``close()``. ``name`` is set on the instance. ``fileno()`` only where
   the queue really is a file descriptor.
+* ``_send_op(data, priority, type)`` / ``_recv_op(type)`` (POSIX and SysV): check
+  the arguments and return ``(attempt, waiter)`` for ``_wait``; an attempt given
+  ``_wait.NOW`` never blocks. ``ipckit.aio`` drives these, as ``send``/``recv`` do
+  through ``_wait.retry``.
 * Shared checks live here: ``check_priority``, ``check_send_type``,
   ``check_receive_type``, ``too_large``. Pickling (``__reduce__``) reopens by
   name, so a queue can be handed to a ``spawn`` child.

@@ -49,7 +49,7 @@ from ._errors import As, ClosedError, ExistsError, IPCError, NotFoundError, clos
 from ._mqueue import PRIORITY_MAX, Message, MessageQueue, MessageQueueStat, check_priority, too_large
 from ._procfs import open_fd_count, read_int
 from ._timeouts import Deadline
-from ._wait import NO_WAIT, POLLIN, POLLOUT, WOULD_BLOCK, ReadyFd, Waiter, retry
+from ._wait import NO_WAIT, POLLIN, POLLOUT, WOULD_BLOCK, Attempt, ReadyFd, Waiter, retry
 
 _PROC = "/proc/sys/fs/mqueue/"
 MSG_MAX_FILE = _PROC + "msg_max"
@@ -173,7 +173,11 @@ class PosixMessageQueue(MessageQueue):
             lib.ipckit_mq_close(mqd)
             lib.ipckit_mq_unlink(encoded)
             raise error_from_errno(exc.errno, "fchmod", name) from exc
-        return cls(mqd, name)
+        try:
+            return cls(mqd, name)  # closes mqd if it fails
+        except BaseException:
+            lib.ipckit_mq_unlink(encoded)
+            raise
 
     @classmethod
     def _open(cls, name: str) -> "PosixMessageQueue":
@@ -199,31 +203,33 @@ class PosixMessageQueue(MessageQueue):
 
     def _send(self, data: Any, priority: Any, timeout: Any) -> None:
         """The general path: every check in order, then the wait loop."""
+        attempt, waiter = self._send_op(data, priority)
+        deadline = Deadline.from_user(timeout)
+        retry(attempt, deadline, "send", NO_WAIT if deadline.blocking else waiter)
+
+    def _send_op(self, data: Any, priority: Any = 0, type: Any = 1) -> tuple[Attempt, Waiter]:
+        """Check a send's arguments (``ClosedError``, ``TypeError``, ``MessageTooLarge``,
+        ``ValueError``, in that order) and return ``(attempt, waiter)`` for ``_wait``:
+        the attempt is one mq_send that blocks in the kernel only when its limit is
+        forever (never for ``_wait.NOW``) and says ``WOULD_BLOCK`` when the queue is full
+        or the call was interrupted; the waiter is the descriptor becoming writable."""
         self._check_open()
         view = byte_view(data)
-        if view.nbytes > self._size:
-            raise too_large(view.nbytes, self._size, self)
+        n = view.nbytes
+        if n > self._size:
+            raise too_large(n, self._size, self)
         check_priority(priority)
-        deadline = Deadline.from_user(timeout)
-        attempt = self._send_attempt(data if data.__class__ is bytes else ffi.from_buffer(view), view.nbytes, priority)
-        retry(attempt, deadline, "send", NO_WAIT if deadline.blocking else self._send_waiter())
-
-    def _send_attempt(self, data: Any, n: int, priority: int) -> Any:
-        """``attempt(limit)`` for ``_wait``: one mq_send of checked arguments, blocking in
-        the kernel only when *limit* is forever; ``WOULD_BLOCK`` when full or interrupted."""
+        buf = data if data.__class__ is bytes else ffi.from_buffer(view)
 
         def attempt(limit: Deadline) -> Any:
-            rc = _send(self._mqd, data, n, priority, 0 if limit.blocking else 1)
+            rc = _send(self._mqd, buf, n, priority, 0 if limit.blocking else 1)
             if rc == 0:
                 return None
             if rc == _EAGAIN or rc == _EINTR:
                 return WOULD_BLOCK
             raise self._error(rc, "mq_send")
 
-        return attempt
-
-    def _send_waiter(self) -> Waiter:
-        return ReadyFd(self._mqd, POLLOUT)
+        return attempt, ReadyFd(self._mqd, POLLOUT)
 
     def recv(self, *, timeout: Optional[float] = None) -> bytes:
         """Dequeue the oldest message of the highest priority; ``Timeout`` if none
@@ -253,13 +259,16 @@ class PosixMessageQueue(MessageQueue):
         return Message(data, priority, None)
 
     def _receive(self, timeout: Any) -> tuple:
-        self._check_open()
+        attempt, waiter = self._recv_op()
         deadline = Deadline.from_user(timeout)
-        return retry(self._recv_attempt(), deadline, "recv", NO_WAIT if deadline.blocking else self._recv_waiter())  # type: ignore[no-any-return]
+        return retry(attempt, deadline, "recv", NO_WAIT if deadline.blocking else waiter)  # type: ignore[no-any-return]
 
-    def _recv_attempt(self) -> Any:
-        """``attempt(limit)`` for ``_wait``: one mq_receive, returning ``(data, priority)``,
-        or ``WOULD_BLOCK`` when empty or interrupted (blocking only if *limit* is forever)."""
+    def _recv_op(self, type: Any = 0) -> tuple[Attempt, Waiter]:
+        """``(attempt, waiter)`` for a receive (see ``_send_op``): the attempt is one
+        mq_receive returning ``(data, priority)``, or ``WOULD_BLOCK`` when the queue is
+        empty or the call was interrupted; the waiter is the descriptor becoming readable.
+        *type* must be 0 (``receive()`` checks it)."""
+        self._check_open()
 
         def attempt(limit: Deadline) -> Any:
             buffers = self._buffers
@@ -277,10 +286,7 @@ class PosixMessageQueue(MessageQueue):
                 return WOULD_BLOCK
             raise self._error(n, "mq_receive")
 
-        return attempt
-
-    def _recv_waiter(self) -> Waiter:
-        return ReadyFd(self._mqd, POLLIN)
+        return attempt, ReadyFd(self._mqd, POLLIN)
 
     def _new_buffer(self) -> tuple:
         """(message buffer, priority, the buffer as a Python buffer: slicing it copies out)."""

@@ -53,7 +53,7 @@ from ._mqueue import TYPE_MAX, Message, MessageQueue, MessageQueueStat, check_re
 from ._naming import check_ipc_set, check_positive_int, check_sysv_key, describe_sysv, sysv_key_to_c
 from ._procfs import read_int
 from ._timeouts import Deadline
-from ._wait import NO_WAIT, WOULD_BLOCK, Backoff, Waiter, retry
+from ._wait import NO_WAIT, WOULD_BLOCK, Attempt, Backoff, Waiter, retry
 
 MSGMAX_FILE = "/proc/sys/kernel/msgmax"
 MSGMNB_FILE = "/proc/sys/kernel/msgmnb"
@@ -201,37 +201,38 @@ class SysvMessageQueue(MessageQueue):
 
     def _send(self, data: Any, type_: Any, timeout: Any) -> None:
         """The general path: every check in order, then the wait loop."""
+        attempt, waiter = self._send_op(data, 0, type_)
+        deadline = Deadline.from_user(timeout)
+        retry(attempt, deadline, "send", NO_WAIT if deadline.blocking else waiter)
+
+    def _send_op(self, data: Any, priority: Any = 0, type: Any = 1) -> tuple[Attempt, Waiter]:
+        """Check a send's arguments (``ClosedError``, ``TypeError``, ``MessageTooLarge``,
+        ``ValueError``, in that order) and return ``(attempt, waiter)`` for ``_wait``:
+        the attempt is one msgsnd (``IPC_NOWAIT`` unless its limit is forever) that says
+        ``WOULD_BLOCK`` when the queue is full or the call was interrupted; the waiter
+        naps (50 µs doubling to 2 ms), and its ``observe()`` says whether the message
+        fits now (IPC_STAT: no side effect), for an event loop watching from a thread."""
         self._check_open()
         view = byte_view(data)
-        if view.nbytes > self._limit:
-            raise too_large(view.nbytes, self._limit, self)
-        check_send_type(type_)
-        deadline = Deadline.from_user(timeout)
-        attempt = self._send_attempt(data if data.__class__ is bytes else ffi.from_buffer(view), view.nbytes, type_)
-        retry(attempt, deadline, "send", NO_WAIT if deadline.blocking else self._send_waiter(view.nbytes))
-
-    def _send_attempt(self, data: Any, n: int, type_: int) -> Any:
-        """``attempt(limit)`` for ``_wait``: one msgsnd (``IPC_NOWAIT`` unless *limit*
-        is forever); ``WOULD_BLOCK`` when the queue is full or the call interrupted."""
+        n = view.nbytes
+        if n > self._limit:
+            raise too_large(n, self._limit, self)
+        check_send_type(type)
+        buf = data if data.__class__ is bytes else ffi.from_buffer(view)
 
         def attempt(limit: Deadline) -> Any:
-            rc = _msgsnd(self._qid, type_, data, n, 0 if limit.blocking else _NOWAIT)
+            rc = _msgsnd(self._qid, type, buf, n, 0 if limit.blocking else _NOWAIT)
             if rc == 0:
                 return None
             if rc == _EAGAIN or rc == _EINTR:
                 return WOULD_BLOCK
             raise self._error(rc, "msgsnd")
 
-        return attempt
-
-    def _send_waiter(self, n: int) -> Waiter:
-        """Naps; ``observe()`` says whether *n* more bytes fit now (IPC_STAT, no side effect)."""
-
         def observe() -> bool:
             st = _stat(self._qid, "msgctl(IPC_STAT)")
             return st.bytes + n <= st.max_bytes and st.messages + 1 <= st.max_bytes
 
-        return Backoff(FIRST_NAP, MAX_NAP, observe=observe)
+        return attempt, Backoff(FIRST_NAP, MAX_NAP, observe=observe)
 
     def recv(self, *, timeout: Optional[float] = None) -> bytes:
         """Dequeue the first message (any type); ``Timeout`` if none within *timeout*."""
@@ -271,15 +272,18 @@ class SysvMessageQueue(MessageQueue):
         return Message(data, None, mtype)
 
     def _receive(self, type_: int, timeout: Any, max_size: Optional[int], truncate: bool) -> tuple:
-        self._check_open()
+        attempt, waiter = self._recv_op(type_, max_size, truncate)
         deadline = Deadline.from_user(timeout)
-        attempt = self._recv_attempt(type_, max_size, truncate)
-        return retry(attempt, deadline, "recv", NO_WAIT if deadline.blocking else self._recv_waiter())  # type: ignore[no-any-return]
+        return retry(attempt, deadline, "recv", NO_WAIT if deadline.blocking else waiter)  # type: ignore[no-any-return]
 
-    def _recv_attempt(self, type_: int = 0, max_size: Optional[int] = None, truncate: bool = False) -> Any:
-        """``attempt(limit)`` for ``_wait``: one msgrcv selecting *type_* (``IPC_NOWAIT``
-        unless *limit* is forever), returning ``(data, type)``; ``WOULD_BLOCK`` when
-        nothing matches or the call was interrupted."""
+    def _recv_op(self, type: int = 0, max_size: Optional[int] = None, truncate: bool = False) -> tuple[Attempt, Waiter]:
+        """``(attempt, waiter)`` for a receive of checked arguments (see ``_send_op``):
+        the attempt is one msgrcv selecting *type* (``IPC_NOWAIT`` unless its limit is
+        forever) returning ``(data, type)``, or ``WOULD_BLOCK`` when nothing matches or
+        the call was interrupted; the waiter's ``observe()`` says whether any message is
+        queued (a receive selecting a type may still find none of that type)."""
+        self._check_open()
+        type_ = type
 
         def attempt(limit: Deadline) -> Any:
             flags = (0 if limit.blocking else _NOWAIT) | (_NOERROR if truncate else 0)
@@ -307,12 +311,7 @@ class SysvMessageQueue(MessageQueue):
                     )
                 self._grow()  # msgmax was raised since: make room and try again
 
-        return attempt
-
-    def _recv_waiter(self) -> Waiter:
-        """Naps; ``observe()`` says whether a message is queued (IPC_STAT, no side effect;
-        a receive selecting a type may still find none of that type)."""
-        return Backoff(FIRST_NAP, MAX_NAP, observe=lambda: _stat(self._qid, "msgctl(IPC_STAT)").messages > 0)
+        return attempt, Backoff(FIRST_NAP, MAX_NAP, observe=lambda: _stat(self._qid, "msgctl(IPC_STAT)").messages > 0)
 
     def _new_buffer(self) -> tuple:
         """(data capacity, msgbuf for msgrcv, its data part as a Python buffer (slicing it
