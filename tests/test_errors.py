@@ -128,28 +128,23 @@ REMOVED_SEMAPHORE_CALLS = {
 }
 
 
-@pytest.mark.parametrize("call", REMOVED_QUEUE_CALLS.values(), ids=REMOVED_QUEUE_CALLS.keys())
-def test_every_call_on_a_removed_sysv_queue_is_closed_error(call):
-    q = ipckit.MessageQueue.create(unique_key(), backend="sysv")
-    ipckit.MessageQueue.open(q.name, backend="sysv").unlink()
-    with pytest.raises(ipckit.ClosedError, match="removed") as info:
-        call(q)
-    assert info.value.errno in (errno.EIDRM, errno.EINVAL)
-    with pytest.raises(ipckit.NotFoundError):
-        q.unlink()
-    q.close()
+REMOVED_CALLS = [("queue", name, call) for name, call in REMOVED_QUEUE_CALLS.items()] + [
+    ("semaphore", name, call) for name, call in REMOVED_SEMAPHORE_CALLS.items()
+]
+SYSV_CLASSES = {"queue": ipckit.MessageQueue, "semaphore": ipckit.Semaphore}
 
 
-@pytest.mark.parametrize("call", REMOVED_SEMAPHORE_CALLS.values(), ids=REMOVED_SEMAPHORE_CALLS.keys())
-def test_every_call_on_a_removed_sysv_semaphore_is_closed_error(call):
-    s = ipckit.Semaphore.create(unique_key(), 1, backend="sysv")
-    ipckit.Semaphore.open(s.name, backend="sysv").unlink()
+@pytest.mark.parametrize("kind, name, call", REMOVED_CALLS, ids=[f"{kind}.{name}" for kind, name, _ in REMOVED_CALLS])
+def test_every_call_on_a_removed_sysv_object_is_closed_error(kind, name, call):
+    cls = SYSV_CLASSES[kind]
+    obj = cls.create(unique_key(), backend="sysv")
+    cls.open(obj.name, backend="sysv").unlink()
     with pytest.raises(ipckit.ClosedError, match="removed") as info:
-        call(s)
+        call(obj)
     assert info.value.errno in (errno.EIDRM, errno.EINVAL)
     with pytest.raises(ipckit.NotFoundError):
-        s.unlink()
-    s.close()
+        obj.unlink()
+    obj.close()
 
 
 def test_a_removed_sysv_segment_stays_mapped_until_detached():

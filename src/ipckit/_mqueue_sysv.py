@@ -236,7 +236,7 @@ class SysvMessageQueue(MessageQueue):
 
     def recv(self, *, timeout: Optional[float] = None) -> bytes:
         """Dequeue the first message (any type); ``Timeout`` if none within *timeout*."""
-        if timeout is None:
+        if timeout is None:  # inline, as in _mqueue_posix: a helper call would cost as much as the rest
             buffers = self._buffers
             try:
                 slot = buffers.pop()
