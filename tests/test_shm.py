@@ -43,6 +43,13 @@ def _shm_entries() -> set[str]:
     return set(os.listdir("/dev/shm"))
 
 
+def _appeared(before: set[str]) -> set[str]:
+    """Entries of /dev/shm made since *before*, leaving out other test sessions' objects
+    (another session on this machine may be making and removing its own meanwhile)."""
+    ours = os.environ[ipckit.testing.PREFIX_ENV]
+    return {e for e in _shm_entries() - before if not (e.startswith("ipckit-t") and not e.startswith(ours))}
+
+
 def _sysv_shm_keys() -> set[int]:
     with open("/proc/sysvipc/shm") as f:
         next(f)
@@ -220,7 +227,7 @@ def test_bad_posix_names(make_name):
         ipckit.SharedMemory.create(name, 10, backend="nope")
     with pytest.raises(TypeError, match="backend"):
         ipckit.SharedMemory.open(name, backend=None)
-    assert _shm_entries() - before == set()  # nothing appeared (other tests may remove theirs meanwhile)
+    assert _appeared(before) == set()
 
 
 def test_bad_sysv_keys(make_key):
@@ -417,7 +424,7 @@ def test_memfd_handed_over_a_unix_socket(ctx):
         parent.close()
         child.close()
         m.close()
-    assert _shm_entries() - before == set()  # nothing appeared (other tests may remove theirs meanwhile)
+    assert _appeared(before) == set()
 
 
 def _child_pickled_memfd(m):
