@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import math
 import multiprocessing
 import os
 import re
@@ -28,6 +27,7 @@ import pytest
 
 import ipckit
 from ipckit.testing import expect_timeout
+from test_channels import KIND, KINDS, Fixtures  # the channel registry
 
 np = pytest.importorskip("numpy")
 posix_ipc = pytest.importorskip("posix_ipc")
@@ -149,7 +149,14 @@ def kernel_mode(kind: str, name) -> int:  # type: ignore[no-untyped-def]
 
 # ================================================================ the channels
 #
-# Every object with send()/recv(): one sender, one receiver, and what to close.
+# Every object with send()/recv(): one sender, one receiver, and what to close. The
+# kinds are the one registry of tests/test_channels.py (KINDS), which also runs
+# ipckit.testing.check_channel over each of them: the promises every channel shares
+# (any bytes-like object in and bytes out, whole messages of any size, timeout=None /
+# 0 / >0 / fractions of a millisecond never early, bad timeouts, close idempotent and
+# ClosedError after it, with-blocks closing, fileno() readiness, a peer's close
+# waking a blocked recv) are checked there, for third parties too; this file keeps
+# the promises particular to some kinds.
 
 
 class Chan(types.SimpleNamespace):
@@ -176,67 +183,24 @@ def _stream_sockets(url: str):  # type: ignore[no-untyped-def]
     return c, s, srv
 
 
-CHANNELS = ["pipe", "pipe-shorthand", "duplex", "fifo", "mq-posix", "mq-sysv", "mq-shm", "tcp", "udp", "unix", "abstract", "unix+dgram"]
-FD_CHANNELS = ["pipe", "duplex", "fifo", "tcp", "udp", "unix", "abstract", "unix+dgram"]
-STREAM_CHANNELS = ["pipe", "duplex", "fifo", "tcp", "unix", "abstract"]
+CHANNELS = [k.id for k in KINDS]
+FD_CHANNELS = [k.id for k in KINDS if k.fd]
+STREAM_CHANNELS = [k.id for k in KINDS if k.stream]
+TWO_WAY_STREAMS = [k.id for k in KINDS if k.stream and k.two_way]
 
 
 @pytest.fixture
-def channel(request, make_name, make_key, tmp_path):  # type: ignore[no-untyped-def]
-    kind = request.param
-    extra: list = []
-    paths: list[str] = []
-    if kind == "pipe":
-        p = ipckit.Pipe()
-        ch = Chan(sender=p.writer, receiver=p.reader, objs=[p])
-    elif kind == "pipe-shorthand":
-        p = ipckit.Pipe()
-        ch = Chan(sender=p, receiver=p, objs=[p])
-    elif kind == "duplex":
-        a, b = ipckit.Pipe.duplex()
-        ch = Chan(sender=a, receiver=b, objs=[a, b])
-    elif kind == "fifo":
-        w, r = _fifo_pair(str(tmp_path / "fifo"))
-        ch = Chan(sender=w, receiver=r, objs=[w, r])
-    elif kind.startswith("mq-"):
-        create, open_, ns = NAMED[kind]
-        name = make_name() if ns == "posix" else make_key()
-        q1 = create(name)
-        q2 = open_(name)
-        ch = Chan(sender=q1, receiver=q2, objs=[q1, q2])
-        extra.append(q1)
-    elif kind in ("tcp", "unix", "abstract"):
-        if kind == "tcp":
-            url = "tcp://127.0.0.1:0"
-        elif kind == "unix":
-            paths.append(str(tmp_path / "s.sock"))
-            url = "unix://" + paths[-1]
-        else:
-            url = "unix://@" + make_name()[1:]
-        c, s, srv = _stream_sockets(url)
-        ch = Chan(sender=c, receiver=s, objs=[c, s, srv])
-    elif kind in ("udp", "unix+dgram"):
-        if kind == "udp":
-            url = "udp://127.0.0.1:0"
-        else:
-            paths.append(str(tmp_path / "d.sock"))
-            url = "unix+dgram://" + paths[-1]
-        srv = ipckit.Socket.listen(url)
-        c = ipckit.Socket.connect(srv.address, timeout=10)
-        ch = Chan(sender=c, receiver=srv, objs=[c, srv])
-    else:  # pragma: no cover
-        raise AssertionError(kind)
-    ch.kind = kind
+def channel(request, tmp_path):  # type: ignore[no-untyped-def]
+    kind = KIND[request.param]
+    made = kind.make(Fixtures(request, tmp_path))
+    ch = Chan(sender=made.sender, receiver=made.receiver, objs=[made.sender, made.receiver, *made.others], kind=kind.id)
     try:
         yield ch
     finally:
         close_all(*ch.objs)
-        for q in extra:
+        for step in made.cleanup:
             with contextlib.suppress(Exception):
-                q.unlink()
-        for path in paths:  # not promised by the contract either way; keep the leak check quiet
-            with contextlib.suppress(OSError):
-                os.unlink(path)
+                step()
 
 
 def each_channel(kinds=CHANNELS):  # type: ignore[no-untyped-def]
@@ -276,36 +240,10 @@ def test_error_hierarchy() -> None:
 
 
 # ================================================================ data in, bytes out
-
-
-def _payloads() -> list:
-    arr = np.arange(6, dtype=np.int32)
-    return [
-        (b"bytes", b"bytes"),
-        (bytearray(b"bytearray"), b"bytearray"),
-        (memoryview(b"memoryview"), b"memoryview"),
-        (memoryview(arr), arr.tobytes()),  # a formatted (itemsize 4) memoryview
-        (arr, arr.tobytes()),
-        (np.arange(12, dtype=np.uint16).reshape(3, 4), np.arange(12, dtype=np.uint16).tobytes()),
-        (b"", b""),
-    ]
-
-
-@each_channel()
-def test_any_bytes_like_in_bytes_out(channel) -> None:  # type: ignore[no-untyped-def]
-    # "Data is any bytes-like object on the way in ...; recv() returns bytes."
-    for data, expected in _payloads():
-        channel.sender.send(data, timeout=5)
-        got = channel.receiver.recv(timeout=5)
-        assert type(got) is bytes
-        assert got == expected, (type(data), got)
-
-
-@each_channel()
-def test_str_is_not_bytes_like(channel) -> None:  # type: ignore[no-untyped-def]
-    # "Invalid arguments (wrong type, ...) raise TypeError"
-    with pytest.raises(TypeError):
-        channel.sender.send("text", timeout=1)
+#
+# "Data is any bytes-like object on the way in ...; recv() returns bytes", and str is
+# a TypeError: ipckit.testing.check_channel (_check_bytes_like, _check_bad_data), for
+# every kind in tests/test_channels.py.
 
 
 def test_non_contiguous_numpy_is_rejected_and_nothing_sent() -> None:
@@ -317,41 +255,13 @@ def test_non_contiguous_numpy_is_rejected_and_nothing_sent() -> None:
 
 
 # ================================================================ timeouts (channels)
-
-
-@each_channel()
-def test_recv_timeout_zero_never_blocks(channel) -> None:  # type: ignore[no-untyped-def]
-    # "timeout=0 never blocks" / Timeout "(timeout=0 and nothing ready included)"
-    expect_immediate(lambda: channel.receiver.recv(timeout=0))
-
-
-@each_channel()
-def test_recv_timeout_positive_never_early(channel) -> None:  # type: ignore[no-untyped-def]
-    # "timeout>0 waits ... that many seconds ... it never returns early ... raises ipckit.Timeout"
-    expect_timeout(lambda: channel.receiver.recv(timeout=WAIT), WAIT)
-
-
-@each_channel()
-def test_recv_timeout_none_blocks_until_done(channel) -> None:  # type: ignore[no-untyped-def]
-    # "timeout=None blocks until done"
-    later(0.1, channel.sender.send, b"late")
-    assert channel.receiver.recv(timeout=None) == b"late"
-
-
-@each_channel()
-def test_recv_timeout_positive_returns_when_ready(channel) -> None:  # type: ignore[no-untyped-def]
-    # "timeout>0 waits until the operation can complete"
-    later(0.05, channel.sender.send, b"soon")
-    assert channel.receiver.recv(timeout=10) == b"soon"
-
+#
+# "timeout=None blocks until done; timeout=0 never blocks; timeout>0 waits until the
+# operation can complete or that many seconds have passed (... it never returns
+# early)", down to fractions of a millisecond, and bad timeouts: check_channel
+# (_check_recv_timeouts, _check_waiting_recv, _check_tiny_timeouts, _check_bad_timeouts).
 
 TINY = [0.0015, 0.0101, 0.05]  # fractions of a millisecond must not be rounded down
-
-
-@each_channel()
-def test_tiny_timeouts_never_early(channel) -> None:  # type: ignore[no-untyped-def]
-    for wait in TINY:
-        expect_timeout(lambda: channel.receiver.recv(timeout=wait), wait)
 
 
 def test_tiny_timeouts_never_early_other_waits(make_name, make_key) -> None:  # type: ignore[no-untyped-def]
@@ -371,56 +281,31 @@ def test_tiny_timeouts_never_early_other_waits(make_name, make_key) -> None:  # 
             sem.unlink()
 
 
-@each_channel(["pipe", "mq-posix", "mq-sysv", "mq-shm", "tcp", "udp"])
-def test_bad_timeouts(channel) -> None:  # type: ignore[no-untyped-def]
-    for bad in (-1, -0.5, math.nan):
-        with pytest.raises(ValueError, match="timeout"):
-            channel.receiver.recv(timeout=bad)
-    with pytest.raises(TypeError, match="timeout"):
-        channel.receiver.recv(timeout="1")
-
-
 # ================================================================ close / context managers
 
 
-@each_channel()
+# "close() is idempotent. Any other call on a closed object, fileno() included, raises
+# ClosedError" and "Every object is a context manager; leaving the with block closes
+# it": check_channel (_check_use_after_close, _check_context_managers) for the ends;
+# here the raw stream calls and the queue calls, which check_channel does not know.
+
+
+@each_channel(STREAM_CHANNELS + ["mq-posix", "mq-sysv", "mq-shm"])
 def test_channel_close_idempotent_then_closed_error(channel) -> None:  # type: ignore[no-untyped-def]
-    # "close() is idempotent. Any other call on a closed object, fileno() included, raises ClosedError"
     for obj in channel.objs:
         obj.close()
         obj.close()
-    with pytest.raises(ipckit.ClosedError):
-        channel.sender.send(b"x", timeout=0)
-    with pytest.raises(ipckit.ClosedError):
-        channel.receiver.recv(timeout=0)
-    if channel.kind in FD_CHANNELS:
-        for end in (channel.sender, channel.receiver):
-            with pytest.raises(ipckit.ClosedError):
-                end.fileno()
     if channel.kind in STREAM_CHANNELS:
-        for end in (channel.sender, channel.receiver):
-            with pytest.raises(ipckit.ClosedError):
-                end.write(b"x")
-            with pytest.raises(ipckit.ClosedError):
-                end.read(1, timeout=0)
+        with pytest.raises(ipckit.ClosedError):
+            channel.sender.write(b"x")
+        with pytest.raises(ipckit.ClosedError):
+            channel.receiver.read(1, timeout=0)
     if channel.kind.startswith("mq-"):
         for q in (channel.sender, channel.receiver):
             with pytest.raises(ipckit.ClosedError):
                 q.receive(timeout=0)
             with pytest.raises(ipckit.ClosedError):
                 len(q)
-
-
-@each_channel()
-def test_with_block_closes(channel) -> None:  # type: ignore[no-untyped-def]
-    # "Every object is a context manager; leaving the with block closes it"
-    for obj in channel.objs:
-        with obj as entered:
-            assert entered is obj
-    with pytest.raises(ipckit.ClosedError):
-        channel.sender.send(b"x", timeout=0)
-    with pytest.raises(ipckit.ClosedError):
-        channel.receiver.recv(timeout=0)
 
 
 def test_pipe_close_closes_both_ends() -> None:
@@ -535,16 +420,8 @@ def test_semaphore_with_acquires_releases_and_does_not_close(kind, fresh) -> Non
 # ================================================================ fileno + selectors
 
 
-@each_channel(FD_CHANNELS)
-def test_fileno_works_with_selectors(channel) -> None:  # type: ignore[no-untyped-def]
-    # "Objects that have a file descriptor expose fileno(), so they work with selectors"
-    with selectors.DefaultSelector() as sel:
-        sel.register(channel.receiver, selectors.EVENT_READ)
-        assert sel.select(timeout=0) == []
-        channel.sender.send(b"ping")
-        ready = sel.select(timeout=5)
-        assert [key.fileobj for key, _ in ready] == [channel.receiver]
-        assert channel.receiver.recv(timeout=0) == b"ping"
+# "Objects that have a file descriptor expose fileno(), so they work with selectors":
+# check_channel (_check_fileno_readiness) for every channel with a descriptor.
 
 
 def test_posix_queue_fileno_works_with_selectors(posix_name) -> None:  # type: ignore[no-untyped-def]
@@ -890,7 +767,7 @@ def test_pipe_peer_closed_is_closed_error() -> None:
     q.close()
 
 
-@each_channel(["duplex", "tcp", "unix", "abstract"])
+@each_channel(TWO_WAY_STREAMS)
 def test_stream_peer_closed_is_closed_error(channel) -> None:  # type: ignore[no-untyped-def]
     channel.sender.close()
     with pytest.raises(ipckit.ClosedError):
@@ -915,11 +792,7 @@ def test_connection_reset_is_closed_error() -> None:
                     call(conn)
 
 
-@each_channel(STREAM_CHANNELS)
-def test_peer_closing_wakes_a_blocked_recv(channel) -> None:  # type: ignore[no-untyped-def]
-    later(0.1, channel.sender.close)
-    with pytest.raises(ipckit.ClosedError):
-        channel.receiver.recv(timeout=10)
+# A peer's close wakes a receiver blocked in recv(): check_channel (_check_close_wakes_receiver).
 
 
 @each_channel(STREAM_CHANNELS)
@@ -1016,17 +889,8 @@ def _read_exactly(end, n: int) -> bytes:  # type: ignore[no-untyped-def]
     return out
 
 
-@each_channel(STREAM_CHANNELS)
-def test_whole_messages_of_any_size(channel) -> None:  # type: ignore[no-untyped-def]
-    # "carry whole messages of any size (framed)"
-    sizes = [0, 1, 65537, 3 * 1024 * 1024 + 7]
-    data = [bytes([i]) * n for i, n in enumerate(sizes)]
-    t = threading.Thread(target=lambda: [channel.sender.send(d, timeout=30) for d in data])
-    t.start()
-    got = [channel.receiver.recv(timeout=30) for _ in data]
-    t.join(30)
-    assert [len(g) for g in got] == sizes
-    assert got == data
+# "carry whole messages of any size (framed)": check_channel (_check_sizes: 0, 1,
+# 64 KiB + 1 and 8 MiB, across threads) for every stream kind.
 
 
 def test_pipe_write_returns_length_and_writes_all() -> None:

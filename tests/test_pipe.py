@@ -17,6 +17,7 @@ import time
 import pytest
 
 import ipckit
+import ipckit.testing
 from ipckit.testing import expect_timeout
 from ipckit import _stream
 
@@ -56,15 +57,18 @@ def test_ends_are_blocking_and_close_on_exec() -> None:
 
 
 def test_wrong_direction() -> None:
+    # Each end has only the methods it can honour: the other direction's are absent.
     with ipckit.Pipe() as p:
-        with pytest.raises(ipckit.IPCError, match="reader end"):
-            p.reader.send(b"x")
-        with pytest.raises(ipckit.IPCError, match="reader end"):
-            p.reader.write(b"x")
-        with pytest.raises(ipckit.IPCError, match="writer end"):
-            p.writer.recv()
-        with pytest.raises(ipckit.IPCError, match="writer end"):
-            p.writer.read(10)
+        for name in ("send", "write", "flush"):
+            with pytest.raises(AttributeError, match=name):
+                getattr(p.reader, name)
+            assert not hasattr(p.reader, name)
+        for name in ("recv", "read"):
+            with pytest.raises(AttributeError, match=name):
+                getattr(p.writer, name)
+            assert not hasattr(p.writer, name)
+        assert isinstance(p.reader, ipckit.testing.ReceiveChannel) and not isinstance(p.reader, ipckit.testing.SendChannel)
+        assert isinstance(p.writer, ipckit.testing.SendChannel) and not isinstance(p.writer, ipckit.testing.ReceiveChannel)
 
 
 def test_bad_arguments() -> None:

@@ -15,9 +15,22 @@ so small messages pay 4 bytes and the format reaches 2**64 - 1 bytes::
     +-------------------+-------------------+-------- ... ---------+
 
 ``encode_header(n)`` gives the header for an n-byte payload. ``FrameDecoder`` takes
-bytes as they arrive and hands back whole payloads. For a large payload it offers the
-unfilled part of a preallocated body (``body_buffer()``) so the caller can read
-straight into it (``readinto``) instead of growing a buffer piece by piece.
+bytes as they arrive and hands back whole payloads.
+
+The length is the peer's word, not a fact
+-----------------------------------------
+A header is eight or twelve bytes anyone can write. The decoder therefore never
+sizes memory by it: it holds only the bytes that have actually arrived, plus at most
+one read-ahead chunk. A large payload is assembled in chunks that the caller reads
+straight into (``body_buffer()``, for ``readinto``-style calls: no intermediate
+copy), each chunk as large as what has arrived so far (doubling: few reads, few
+chunks) but never more than ``BODY_CHUNK_MAX``; the chunks are joined once, into the
+``bytes`` returned, which is the one copy a contiguous buffer would cost too. A
+header announcing 2**64 - 1 bytes thus costs 64 KiB until bytes follow it.
+
+*max_size* refuses a frame as soon as its header is complete: ``next_frame()`` and
+``body_buffer()`` raise ``FrameTooLarge``, and keep raising it, because the stream
+cannot be resynchronised past a frame that will not be read.
 """
 
 from __future__ import annotations
@@ -32,8 +45,26 @@ MAX_FRAME = (1 << 64) - 1
 SHORT_HEADER = _U32.size
 LONG_HEADER = _U32.size + _U64.size
 
-# Payloads at least this big are assembled in a preallocated body, read into directly.
+# Payloads at least this big are assembled in chunks read into directly; smaller ones
+# are collected from what plain reads return.
 LARGE_BODY = 64 * 1024
+#: The largest chunk a large payload is read into: with what has arrived, the bound on
+#: the memory a frame can make the decoder hold.
+BODY_CHUNK_MAX = 16 * 1024 * 1024
+
+
+class FrameTooLarge(ValueError):
+    """A header announced a payload over the decoder's *max_size*."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"a frame announced {size} bytes, over the limit of {limit}")
+        self.size = size
+        self.limit = limit
+
+
+#: The 4-byte header of a payload under ``ESCAPE`` bytes, without a Python call
+#: layer (for senders' hot paths; ``encode_header`` is the general form).
+pack_short_header = _U32.pack
 
 
 def encode_header(n: int) -> bytes:
@@ -67,9 +98,9 @@ class FrameDecoder:
     """Turns a byte stream back into payloads.
 
     ``feed(data)`` adds bytes; ``next_frame()`` returns one payload or None when more
-    bytes are needed. When a large payload is pending, ``body_buffer()`` returns the
-    writable, still-empty tail of it; after reading *k* bytes into that view call
-    ``body_received(k)``. A reader loop is::
+    bytes are needed. When a large payload is pending, ``body_buffer()`` returns a
+    writable, still-empty piece of it; after reading *k* bytes into that view call
+    ``body_received(k)`` (which releases the view). A reader loop is::
 
         while (frame := dec.next_frame()) is None:
             if (view := dec.body_buffer()) is not None:
@@ -78,22 +109,34 @@ class FrameDecoder:
                 dec.feed(read(65536))
 
     ``at_boundary`` says whether the bytes seen so far end exactly between frames
-    (an end of stream elsewhere cut a frame short).
+    (an end of stream elsewhere cut a frame short). With *max_size*, a header over it
+    makes ``next_frame()`` and ``body_buffer()`` raise ``FrameTooLarge``.
     """
 
     # The unparsed bytes are ``_data[_pos:]``: a read of many small frames is kept as
     # the bytes object it arrived in, and each payload is one slice of it (one copy),
-    # with no shifting of a buffer per frame.
-    __slots__ = ("_data", "_pos", "_body", "_filled")
+    # with no shifting of a buffer per frame. A large payload being assembled is
+    # ``_chunks`` (complete) + ``_chunk[:_chunk_filled]``, ``_filled`` bytes of ``_size``.
+    __slots__ = ("_data", "_pos", "_limit", "_size", "_chunks", "_chunk", "_chunk_filled", "_filled", "_view", "_refused")
 
-    def __init__(self) -> None:
+    def __init__(self, max_size: Optional[int] = None) -> None:
         self._data = b""
         self._pos = 0
-        self._body: Optional[bytearray] = None
+        self._limit = MAX_FRAME if max_size is None else max_size
+        self._size = -1  # the size of the large payload being assembled; -1: none
+        self._chunks: list = []
+        self._chunk: Optional[bytearray] = None
+        self._chunk_filled = 0
         self._filled = 0
+        self._view: Optional[memoryview] = None
+        self._refused: Optional[FrameTooLarge] = None
+
+    @property
+    def max_size(self) -> Optional[int]:
+        return None if self._limit == MAX_FRAME else self._limit
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        if self._body is not None:
+        if self._size >= 0:
             raise RuntimeError("feed() while a large body is pending: use body_buffer()")
         if self._pos == len(self._data):
             self._data = data if type(data) is bytes else bytes(data)
@@ -101,17 +144,25 @@ class FrameDecoder:
             self._data = self._data[self._pos:] + bytes(data)
         self._pos = 0
 
+    def _header(self) -> Optional[tuple[int, int]]:
+        """The header at the read position (None: incomplete), refused if too large."""
+        if self._refused is not None:
+            raise self._refused
+        header = parse_header(self._data, self._pos)
+        if header is not None and header[1] > self._limit:
+            self._refused = FrameTooLarge(header[1], self._limit)
+            raise self._refused
+        return header
+
     def next_frame(self) -> Optional[bytes]:
-        body = self._body
-        if body is not None:
-            if self._filled < len(body):
+        if self._size >= 0:
+            if self._filled < self._size:
                 return None
-            self._body = None
-            return bytes(body)
-        data, pos = self._data, self._pos
-        header = parse_header(data, pos)
+            return self._finish_body()
+        header = self._header()
         if header is None:
             return None
+        data, pos = self._data, self._pos
         start = pos + header[0]
         end = start + header[1]
         if len(data) < end:
@@ -120,34 +171,61 @@ class FrameDecoder:
         return data[start:end]
 
     def body_buffer(self) -> Optional[memoryview]:
-        """The unfilled tail of a large payload being assembled, or None when the
-        next bytes should go through ``feed()`` (no large payload is pending).
+        """A writable, unfilled piece of the large payload being assembled (at most
+        ``BODY_CHUNK_MAX`` bytes), or None when the next bytes should go through
+        ``feed()`` (no large payload is pending, or it is complete).
 
-        The body is allocated here, on demand, not when its header arrives."""
-        if self._body is None:
-            data, pos = self._data, self._pos
-            header = parse_header(data, pos)
+        Memory is taken here, a chunk at a time as the payload fills, never when its
+        header arrives."""
+        if self._size < 0:
+            header = self._header()
             if header is None or header[1] < LARGE_BODY:
                 return None
+            data, pos = self._data, self._pos
             start = pos + header[0]
-            n = header[1]
-            if len(data) >= start + n:
+            if len(data) >= start + header[1]:
                 return None
-            body = bytearray(n)
-            have = len(data) - start
-            body[:have] = data[start:]
+            head = data[start:]
             self._data, self._pos = b"", 0
-            self._body, self._filled = body, have
-        return memoryview(self._body)[self._filled:]
+            self._size, self._filled = header[1], len(head)
+            self._chunks = [head] if head else []
+        elif self._filled == self._size:
+            return None
+        if self._view is not None:
+            self._view.release()
+        chunk = self._chunk
+        if chunk is None or self._chunk_filled == len(chunk):
+            if chunk is not None:
+                self._chunks.append(chunk)
+            # As much as has arrived (doubling), at least LARGE_BODY, at most the cap.
+            want = min(self._size - self._filled, max(LARGE_BODY, min(self._filled, BODY_CHUNK_MAX)))
+            chunk = self._chunk = bytearray(want)
+            self._chunk_filled = 0
+        view = self._view = memoryview(chunk)[self._chunk_filled:]
+        return view
 
     def body_received(self, n: int) -> None:
-        assert self._body is not None and 0 <= n <= len(self._body) - self._filled
+        """*n* bytes were written into the view ``body_buffer()`` returned."""
+        view = self._view
+        assert view is not None and 0 <= n <= len(view)
+        view.release()
+        self._view = None
+        self._chunk_filled += n
         self._filled += n
+
+    def _finish_body(self) -> bytes:
+        chunks = self._chunks
+        if self._chunk is not None:
+            chunks.append(self._chunk)  # full: chunks are sized never to pass the payload's end
+        frame = b"".join(chunks)
+        self._size, self._filled = -1, 0
+        self._chunks, self._chunk, self._chunk_filled = [], None, 0
+        return frame
 
     def take_buffered(self, n: int) -> bytes:
         """Up to *n* raw bytes already buffered but not yet framed (for raw reads
         that follow framed ones), removing them from the decoder."""
-        if self._body is not None:
+        if self._size >= 0:
             raise RuntimeError("a raw read in the middle of a frame")
         data = self._data[self._pos:self._pos + n]
         self._pos += len(data)
@@ -159,8 +237,24 @@ class FrameDecoder:
         return len(self._data) - self._pos + self._filled
 
     @property
+    def in_body(self) -> bool:
+        """Whether a large payload is being assembled (raw reads must wait for it)."""
+        return self._size >= 0
+
+    @property
     def at_boundary(self) -> bool:
-        return self._body is None and self._pos == len(self._data)
+        return self._size < 0 and self._pos == len(self._data)
 
 
-__all__ = ["FrameDecoder", "encode", "encode_header", "parse_header", "LARGE_BODY", "MAX_FRAME"]
+__all__ = [
+    "BODY_CHUNK_MAX",
+    "ESCAPE",
+    "FrameDecoder",
+    "FrameTooLarge",
+    "LARGE_BODY",
+    "MAX_FRAME",
+    "encode",
+    "encode_header",
+    "pack_short_header",
+    "parse_header",
+]

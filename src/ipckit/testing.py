@@ -1,10 +1,13 @@
 """Helpers for testing code that uses ipckit, and the channel conformance checker.
 
 ``check_channel(make_pair)`` runs every behaviour the contract (docs/reference/contract.md) promises for a message
-channel against one implementation: framing of awkward sizes, ordering, bytes-like
-inputs, timeouts (``timeout=0`` and ``timeout>0``, never early), a clogged sender,
-end-of-stream, and use after close. ipckit runs it over every channel it ships;
-third-party channels with the same methods can run it too.
+channel against one implementation: the channel protocols (``SendChannel`` /
+``ReceiveChannel``), framing of awkward sizes, ordering, bytes-like inputs, timeouts
+(``timeout=None`` waits, ``timeout=0`` and ``timeout>0`` never early, even fractions
+of a millisecond), a clogged sender, end-of-stream, context managers, ``fileno()``
+readiness, and use after close. ``check_two_way_channel(make_pair)`` checks a duplex
+pair in both directions, and both at once. ipckit runs them over every channel it
+ships; third-party channels with the same methods can run them too.
 
 ``unique_name()`` / ``unique_key()`` give names no other test (or test run) uses.
 """
@@ -20,6 +23,7 @@ import time
 from typing import Any, Callable, Optional, Tuple
 
 from . import _procfs
+from ._channel import Channel, Closeable, ReceiveChannel, SendChannel
 from ._errors import ClosedError, MessageTooLarge, Timeout
 
 Pair = Tuple[Any, Any]
@@ -121,18 +125,23 @@ def check_channel(
     ``ClosedError`` (true of streams, not of named queues).
     """
     checks = [
+        _check_protocols,
         lambda s, r: _check_sizes(s, r, max_size, sizes),
         _check_order,
         _check_bytes_like,
         _check_bad_data,
         _check_recv_timeouts,
+        _check_tiny_timeouts,
+        _check_waiting_recv,
         _check_bad_timeouts,
+        _check_fileno_readiness,
+        _check_context_managers,
         _check_use_after_close,
     ]
     if clogs:
         checks.append(_check_clogged_sender)
     if eof_on_close:
-        checks.append(_check_eof)
+        checks += [_check_eof, _check_close_wakes_receiver]
     for check in checks:
         sender, receiver = make_pair()
         try:
@@ -140,6 +149,71 @@ def check_channel(
         finally:
             sender.close()
             receiver.close()
+
+
+def check_two_way_channel(make_pair: Callable[[], Pair], **options: Any) -> None:
+    """``check_channel`` for a pair of ends that each send and receive (a duplex pair,
+    a connected socket and its accepted peer): both ends are ``Channel``s, every check
+    passes in each direction, and both directions work at the same time (large
+    messages crossing in both directions at once, which deadlocks a channel whose
+    sends wait for their own direction's reader). *options* are ``check_channel``'s."""
+    a, b = make_pair()
+    try:
+        for end in (a, b):
+            assert isinstance(end, Channel), f"{type(end).__name__} must be a Channel (send and recv)"
+    finally:
+        a.close()
+        b.close()
+    check_channel(make_pair, **options)
+
+    def reversed_pair() -> Pair:
+        first, second = make_pair()
+        return second, first
+
+    check_channel(reversed_pair, **options)
+    a, b = make_pair()
+    try:
+        _check_both_ways_at_once(a, b, options.get("max_size"))
+    finally:
+        a.close()
+        b.close()
+
+
+def _check_protocols(sender: Any, receiver: Any) -> None:
+    assert isinstance(sender, SendChannel), f"the sender ({type(sender).__name__}) must be a SendChannel"
+    assert isinstance(receiver, ReceiveChannel), f"the receiver ({type(receiver).__name__}) must be a ReceiveChannel"
+    for end in (sender, receiver):
+        assert isinstance(end, Closeable) and end.closed is False, f"{type(end).__name__}.closed must be False while open"
+
+
+def _check_both_ways_at_once(a: Any, b: Any, max_size: Optional[int]) -> None:
+    size = 1 << 20 if max_size is None else min(max_size, 1 << 20)
+    count = 8
+    payloads = {id(a): [_pattern(size, seed=i) for i in range(count)], id(b): [_pattern(size, seed=100 + i) for i in range(count)]}
+    results: dict = {}
+
+    def send_all(end: Any) -> None:
+        try:
+            for data in payloads[id(end)]:
+                end.send(data, timeout=60)
+        except BaseException as exc:  # reported below
+            results[("send", id(end))] = exc
+
+    threads = [threading.Thread(target=send_all, args=(end,), daemon=True) for end in (a, b)]
+    readers = [_recv_in_thread(b, count, timeout=60), _recv_in_thread(a, count, timeout=60)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+        assert not t.is_alive(), "sending in both directions at once hung"
+    for (thread, _box) in readers:
+        thread.join(120)
+        assert not thread.is_alive(), "receiving in both directions at once hung"
+    errors = [exc for exc in results.values()] + [x for _, box in readers for x in box if isinstance(x, BaseException)]
+    if errors:
+        raise errors[0]
+    assert readers[0][1] == payloads[id(a)], "a -> b: messages lost, altered or reordered while b -> a was busy"
+    assert readers[1][1] == payloads[id(b)], "b -> a: messages lost, altered or reordered while a -> b was busy"
 
 
 def _check_sizes(sender: Any, receiver: Any, max_size: Optional[int], sizes: tuple[int, ...]) -> None:
@@ -179,19 +253,24 @@ def _check_order(sender: Any, receiver: Any) -> None:
 def _check_bytes_like(sender: Any, receiver: Any) -> None:
     import array
 
-    inputs: list[Any] = [b"bytes", bytearray(b"bytearray"), memoryview(b"--memoryview--")[2:-2], array.array("i", [1, 2, 3])]
+    inputs: list[Any] = [
+        b"bytes", bytearray(b"bytearray"), memoryview(b"--memoryview--")[2:-2], array.array("i", [1, 2, 3]), b"",
+    ]
     try:
         import numpy
     except ImportError:  # pragma: no cover - numpy is a test dependency
         pass
     else:
-        inputs.append(numpy.arange(16, dtype=numpy.float64))
+        ints = numpy.arange(6, dtype=numpy.int32)
+        # a formatted (itemsize 4) memoryview, a 1-D and a 2-D contiguous array
+        inputs += [ints.data, numpy.arange(16, dtype=numpy.float64), numpy.arange(12, dtype=numpy.uint16).reshape(3, 4)]
     for item in inputs:
         expected = bytes(memoryview(item).cast("B"))
         thread, box = _recv_in_thread(receiver, 1, timeout=10)
         sender.send(item, timeout=10)
         thread.join(20)
-        assert box and box[0] == expected, f"{type(item).__name__} input arrived as {box[:1]!r}"
+        assert box and type(box[0]) is bytes, f"{type(item).__name__} input: recv() returned {box[:1]!r}, not bytes"
+        assert box[0] == expected, f"{type(item).__name__} input arrived as {box[:1]!r}"
 
 
 def _check_bad_data(sender: Any, receiver: Any) -> None:
@@ -218,11 +297,86 @@ def _check_bad_data(sender: Any, receiver: Any) -> None:
 
 
 def _check_recv_timeouts(sender: Any, receiver: Any) -> None:
+    start = time.monotonic()
     expect_timeout(lambda: receiver.recv(timeout=0), 0, what="recv(timeout=0) on an empty channel")
+    assert time.monotonic() - start < 1, "recv(timeout=0) must not block"
     expect_timeout(lambda: receiver.recv(timeout=0.2), 0.2, what="recv(timeout=0.2) on an empty channel")
     # The channel still works after a timeout.
     sender.send(b"after timeout", timeout=5)
     assert receiver.recv(timeout=5) == b"after timeout"
+
+
+TINY_TIMEOUTS = (0.0015, 0.0101)  # fractions of a millisecond must not be rounded down
+
+
+def _check_tiny_timeouts(sender: Any, receiver: Any) -> None:
+    for wait in TINY_TIMEOUTS:
+        expect_timeout(lambda: receiver.recv(timeout=wait), wait, what=f"recv(timeout={wait}) on an empty channel")
+
+
+def _in_thread(call: Callable[[], Any], what: str, wait: float = 20) -> Any:
+    """``call()`` in a daemon thread: its result, or its exception re-raised; an
+    AssertionError if it has not returned within *wait* seconds (so a broken blocking
+    call fails the check instead of hanging it)."""
+    box: list = []
+
+    def run() -> None:
+        try:
+            box.append((True, call()))
+        except BaseException as exc:  # re-raised below
+            box.append((False, exc))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(wait)
+    assert box, f"{what} did not return within {wait} s"
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
+
+
+def _check_waiting_recv(sender: Any, receiver: Any) -> None:
+    # timeout=None blocks until a message comes; timeout>0 returns as soon as one does.
+    for timeout in (None, 30.0):
+        timer = threading.Timer(0.1, sender.send, (b"late %r" % timeout,), {"timeout": 10})
+        timer.start()
+        try:
+            got = _in_thread(lambda: receiver.recv(timeout=timeout), f"recv(timeout={timeout}) with a message sent 0.1 s later")
+        finally:
+            timer.join(20)
+        assert got == b"late %r" % timeout, f"recv(timeout={timeout}) returned {got!r}"
+
+
+def _check_fileno_readiness(sender: Any, receiver: Any) -> None:
+    import io
+    import selectors
+
+    try:
+        receiver.fileno()
+    except (AttributeError, io.UnsupportedOperation):  # no descriptor to poll: nothing promised
+        return
+    with selectors.DefaultSelector() as sel:
+        sel.register(receiver, selectors.EVENT_READ)
+        assert sel.select(timeout=0) == [], "an empty channel's fileno() polled readable"
+        sender.send(b"ping", timeout=5)
+        ready = sel.select(timeout=5)
+        assert [key.fileobj for key, _ in ready] == [receiver], "fileno() did not poll readable with a message waiting"
+    assert receiver.recv(timeout=0) == b"ping"
+
+
+def _check_context_managers(sender: Any, receiver: Any) -> None:
+    for end in {id(sender): sender, id(receiver): receiver}.values():  # (one object may be both)
+        with end as entered:
+            assert entered is end, "with ... as x: x must be the object itself"
+        assert end.closed, "leaving the with block must close the object"
+    for name, call in (("send", lambda: sender.send(b"x", timeout=0)), ("recv", lambda: receiver.recv(timeout=0))):
+        try:
+            call()
+        except ClosedError:
+            pass
+        else:
+            raise AssertionError(f"{name} after the with block must raise ClosedError")
 
 
 def _check_bad_timeouts(sender: Any, receiver: Any) -> None:
@@ -268,6 +422,20 @@ def _check_eof(sender: Any, receiver: Any) -> None:
         raise AssertionError("recv() after the sender closed must raise ClosedError")
 
 
+def _check_close_wakes_receiver(sender: Any, receiver: Any) -> None:
+    # A receiver blocked with no timeout wakes with ClosedError when the sender closes.
+    timer = threading.Timer(0.1, sender.close)
+    timer.start()
+    try:
+        _in_thread(lambda: receiver.recv(timeout=None), "recv(timeout=None) when the sender closed 0.1 s later")
+    except ClosedError:
+        pass
+    else:
+        raise AssertionError("recv() blocked on an empty channel must raise ClosedError when the sender closes")
+    finally:
+        timer.join(20)
+
+
 def _check_use_after_close(sender: Any, receiver: Any) -> None:
     sender.close()
     receiver.close()
@@ -290,4 +458,15 @@ def _check_use_after_close(sender: Any, receiver: Any) -> None:
             raise AssertionError(f"{name} after close() must raise ClosedError")
 
 
-__all__ = ["FRAMING_SIZES", "check_channel", "expect_timeout", "unique_key", "unique_name"]
+__all__ = [
+    "FRAMING_SIZES",
+    "Channel",
+    "Closeable",
+    "ReceiveChannel",
+    "SendChannel",
+    "check_channel",
+    "check_two_way_channel",
+    "expect_timeout",
+    "unique_key",
+    "unique_name",
+]
