@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import multiprocessing
 import os
 import selectors
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import textwrap
@@ -15,6 +17,8 @@ import threading
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import ipckit
 import ipckit.testing
@@ -544,3 +548,409 @@ def test_fifo_across_processes(ctx: str, tmp_path) -> None:  # type: ignore[no-u
 
 def test_nowait_mechanism_reported() -> None:
     assert _stream.NOWAIT_MECHANISM in ("RWF_NOWAIT", "O_NONBLOCK")
+
+
+# ---------------------------------------------------------------- max_message_size
+
+
+def _header(n: int) -> bytes:
+    from ipckit._framing import encode_header
+
+    return encode_header(n)
+
+
+@pytest.mark.parametrize("timed", [False, True], ids=["blocking", "timed"])
+def test_max_message_size_refuses_a_frame_and_closes_the_reader(timed: bool) -> None:
+    timeout = 5 if timed else None
+    with ipckit.Pipe(max_message_size=100) as p:
+        assert p.reader.max_message_size == p.writer.max_message_size == 100
+        p.send(b"x" * 100)
+        assert p.recv(timeout=timeout) == b"x" * 100
+        # The writer knows the reader's limit: it refuses, and sends nothing.
+        with pytest.raises(ipckit.MessageTooLarge) as info:
+            p.send(b"x" * 101, timeout=timeout)
+        assert isinstance(info.value, ValueError) and info.value.errno == errno.EMSGSIZE
+        expect_timeout(lambda: p.recv(timeout=0), 0)
+        # A peer that announces more anyway: MessageTooLarge, and the reader is closed,
+        # since the rest of the stream cannot be found without reading that frame.
+        p.writer.write(_header(101) + b"y" * 101 + _header(1) + b"z")
+        with pytest.raises(ipckit.MessageTooLarge, match="101-byte"):
+            p.recv(timeout=timeout)
+        assert p.reader.closed
+        with pytest.raises(ipckit.ClosedError):
+            p.recv(timeout=timeout)
+
+
+def test_max_message_size_refused_on_the_header_alone() -> None:
+    # No byte of the body needs to arrive: the header is enough.
+    with ipckit.Pipe(max_message_size=1 << 20) as p:
+        p.writer.write(_header(2**62))
+        with pytest.raises(ipckit.MessageTooLarge):
+            p.recv(timeout=5)
+
+
+def test_max_message_size_on_duplex_and_fifo(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    a, b = ipckit.Pipe.duplex(max_message_size=10)
+    with a, b:
+        with pytest.raises(ipckit.MessageTooLarge):
+            a.send(b"x" * 11)
+        b.send(b"0123456789")
+        assert a.recv(timeout=5) == b"0123456789"
+        b.write(_header(11))
+        with pytest.raises(ipckit.MessageTooLarge):
+            a.recv()
+        assert a.closed and not b.closed
+    path = tmp_path / "limited"
+    box: list = []
+    t = threading.Thread(target=lambda: box.append(ipckit.Pipe.fifo(path, "r", timeout=10, max_message_size=8)))
+    t.start()
+    with ipckit.Pipe.fifo(path, "w", timeout=10) as w:  # this writer was not told the limit
+        t.join(10)
+        with box[0] as r:
+            w.send(b"12345678")
+            w.send(b"123456789")
+            assert r.recv(timeout=5) == b"12345678"
+            with pytest.raises(ipckit.MessageTooLarge):
+                r.recv(timeout=5)
+
+
+def test_max_message_size_bad_values() -> None:
+    for bad, exc in (("10", TypeError), (1.5, TypeError), (True, TypeError), (0, ValueError), (-1, ValueError)):
+        with pytest.raises(exc, match="max_message_size"):
+            ipckit.Pipe(max_message_size=bad)
+        with pytest.raises(exc, match="max_message_size"):
+            ipckit.Pipe.duplex(max_message_size=bad)
+
+
+_RSS_PROBE = textwrap.dedent(
+    """
+    import resource, sys, threading, ipckit
+    from ipckit._framing import encode_header
+    announced, follow, limit = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    limit = None if limit == "none" else int(limit)
+    p = ipckit.Pipe(max_message_size=limit)
+    def feed():
+        p.writer.write(encode_header(announced))
+        chunk = b"j" * 65536
+        for _ in range(follow // 65536):
+            p.writer.write(chunk)
+        p.writer.close()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = threading.Thread(target=feed)
+    t.start()
+    outcome = "none"
+    try:
+        for timeout in (0.05, None):   # a timed recv first (it must keep the bytes), then a blocking one
+            try:
+                p.recv(timeout=timeout)
+            except ipckit.Timeout:
+                continue
+    except ipckit.ClosedError as exc:
+        outcome = "closed:" + ("inside" if "inside a frame" in str(exc) else "boundary")
+    except ipckit.MessageTooLarge:
+        outcome = "toolarge"
+    t.join()
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    print(outcome, grown)
+    """
+)
+
+
+@pytest.mark.parametrize("announced", [2**31, 2**62, 2**64 - 1])
+@pytest.mark.parametrize("follow", [0, 24 * 1024 * 1024])
+def test_a_huge_header_costs_only_the_bytes_that_arrive(announced: int, follow: int) -> None:
+    # A 12-byte header must not make the reader allocate what it announces: the peak
+    # RSS grows by what arrived plus one bounded chunk. Never MemoryError/OverflowError.
+    result = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(announced), str(follow), "none"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    outcome, grown_kib = result.stdout.split()
+    assert outcome == "closed:inside"
+    from ipckit._framing import BODY_CHUNK_MAX
+
+    # what arrived + the chunk being filled + the join of the chunks done at the end (none here) + slack
+    bound = follow + BODY_CHUNK_MAX + 16 * 1024 * 1024
+    assert int(grown_kib) * 1024 < bound, f"RSS grew by {grown_kib} KiB for {follow} bytes that arrived"
+
+
+def test_a_huge_header_over_the_limit_costs_nothing() -> None:
+    result = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(2**64 - 1), str(8 * 1024 * 1024), str(1 << 20)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    outcome, grown_kib = result.stdout.split()
+    assert outcome == "toolarge"
+    assert int(grown_kib) < 16 * 1024
+
+
+C_HOSTILE_WRITER = r"""
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+/* A peer that is not ipckit: announces a frame of 2^64-1 bytes (the long header), then
+   sends argv[2] bytes of junk, then exits. Writes to the descriptor number argv[1]. */
+int main(int argc, char **argv) {
+    int fd = atoi(argv[1]);
+    long long follow = atoll(argv[2]);
+    unsigned char header[12] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    if (write(fd, header, sizeof header) != sizeof header) return 1;
+    char junk[4096];
+    memset(junk, 'j', sizeof junk);
+    while (follow > 0) {
+        ssize_t n = write(fd, junk, follow < (long long)sizeof junk ? (size_t)follow : sizeof junk);
+        if (n <= 0) return 2;
+        follow -= n;
+    }
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("limit", [None, 1 << 16])
+def test_c_writer_sending_a_hostile_header(cc, limit) -> None:  # type: ignore[no-untyped-def]
+    exe = cc(C_HOSTILE_WRITER, "hostile_writer")
+    with ipckit.Pipe(max_message_size=limit) as p:
+        fd = p.writer.fileno()
+        child = subprocess.Popen([exe, str(fd), str(3 * 1024 * 1024)], pass_fds=[fd])
+        p.writer.close()
+        try:
+            if limit is None:
+                with pytest.raises(ipckit.ClosedError, match="inside a frame"):
+                    while True:
+                        p.recv(timeout=30)
+            else:
+                with pytest.raises(ipckit.MessageTooLarge):
+                    p.recv(timeout=30)
+                assert p.reader.closed  # so the writer sees a broken pipe and stops
+        finally:
+            child.wait(30)
+    # 2 or SIGPIPE: its write failed because the reader closed (the C default kills it)
+    assert child.returncode in (0, 2, -signal.SIGPIPE)
+
+
+# ---------------------------------------------------------------- random and hostile input
+
+
+def _reference_frames(stream: bytes, limit: int) -> tuple:
+    frames, pos = [], 0
+    while True:
+        if len(stream) - pos < 4:
+            return frames, ("boundary" if pos == len(stream) else "cut")
+        (n,) = struct.unpack_from("!I", stream, pos)
+        start = pos + 4
+        if n == 0xFFFFFFFF:
+            if len(stream) - pos < 12:
+                return frames, "cut"
+            (n,) = struct.unpack_from("!Q", stream, pos + 4)
+            start = pos + 12
+        if n > limit:
+            return frames, "refused"
+        if len(stream) < start + n:
+            return frames, "cut"
+        frames.append(stream[start:start + n])
+        pos = start + n
+
+
+def _hostile_streams():  # type: ignore[no-untyped-def]
+    from ipckit._framing import encode, encode_header
+
+    piece = st.one_of(
+        st.binary(max_size=200).map(encode),
+        st.integers(0, 2**64 - 1).map(encode_header),
+        st.binary(max_size=64),
+        st.integers(60_000, 70_000).map(lambda n: encode(b"L" * n)),
+    )
+    return st.lists(piece, max_size=8).map(b"".join)
+
+
+@pytest.mark.timeout(1800)  # --soak runs 10,000 cases
+@given(stream=_hostile_streams(), limit=st.one_of(st.none(), st.integers(1, 100_000)),
+       timeouts=st.lists(st.sampled_from([None, 0, 0.01, 5]), min_size=1, max_size=4))
+def test_random_byte_streams_give_messages_too_large_or_closed(stream: bytes, limit, timeouts) -> None:  # type: ignore[no-untyped-def]
+    # Whatever a peer writes, recv() gives the frames it wrote, then MessageTooLarge or
+    # ClosedError at the end; no other exception, and no hang.
+    expected, ending = _reference_frames(stream, (1 << 64) if limit is None else limit)
+    with ipckit.Pipe(max_message_size=limit) as p:
+        def feed() -> None:
+            with contextlib.suppress(ipckit.ClosedError):  # the reader closes on a refused frame
+                p.writer.write(stream)
+            p.writer.close()
+
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        got: list = []
+        i = 0
+        try:
+            while True:
+                timeout = timeouts[i % len(timeouts)]
+                i += 1
+                try:
+                    got.append(p.recv(timeout=timeout))
+                except ipckit.Timeout:
+                    assert timeout != 5 and timeout is not None, "a recv with time to spare timed out"
+        except ipckit.MessageTooLarge:
+            outcome = "refused"
+            assert p.reader.closed
+        except ipckit.ClosedError as exc:
+            outcome = "cut" if "inside a frame" in str(exc) else "boundary"
+        feeder.join(30)
+    assert got == expected
+    assert outcome == ending
+
+
+# ---------------------------------------------------------------- FIFOs other users can reach
+
+
+@pytest.mark.parametrize("mode, who", [(0o620, "its group"), (0o602, "others"), (0o666, "its group and others")])
+def test_fifo_writable_by_others_is_refused(tmp_path, mode: int, who: str) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "shared"
+    os.mkfifo(path)
+    os.chmod(path, mode)
+    for end in ("r", "w"):
+        with pytest.raises(ValueError, match=f"writable by {who}"):
+            ipckit.Pipe.fifo(path, end, timeout=0)
+    assert stat.S_IMODE(os.stat(path).st_mode) == mode  # left as it was
+
+
+def test_fifo_readable_by_others_but_not_writable_is_used(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "readable"
+    os.mkfifo(path)
+    os.chmod(path, 0o644)
+    r = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        with ipckit.Pipe.fifo(path, "w", timeout=5) as w:
+            w.send(b"ok")
+        assert os.read(r, 100) == b"\x00\x00\x00\x02ok"
+    finally:
+        os.close(r)
+
+
+def test_fifo_of_another_user_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    if os.geteuid() != 0:
+        pytest.skip("making a FIFO owned by another user needs root")
+    path = tmp_path / "theirs"
+    os.mkfifo(path, 0o600)
+    os.chown(path, 65534, 65534)
+    with pytest.raises(ValueError, match="owned by uid 65534"):
+        ipckit.Pipe.fifo(path, "r", timeout=0)
+    with pytest.raises(ValueError, match="owned by uid 65534"):
+        ipckit.Pipe.fifo(path, "w", create=False, timeout=0)
+
+
+def test_fifo_symlink_is_never_followed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    real = tmp_path / "real"
+    os.mkfifo(real, 0o600)
+    link = tmp_path / "link"
+    os.symlink(real, link)
+    for end in ("r", "w"):
+        with pytest.raises(ValueError, match="symbolic link"):
+            ipckit.Pipe.fifo(link, end, timeout=0)
+    dangling = tmp_path / "dangling"
+    os.symlink(tmp_path / "nowhere", dangling)
+    with pytest.raises(ValueError, match="symbolic link"):
+        ipckit.Pipe.fifo(dangling, "r", timeout=0)  # not created through the link either
+    assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.parametrize("proc", [True, False], ids=["via-proc", "without-proc"])
+def test_fifo_swapped_after_the_check_is_not_used(tmp_path, monkeypatch, proc: bool) -> None:  # type: ignore[no-untyped-def]
+    # The check is made on the inode the path named when it was opened, and the FIFO is
+    # then opened as that inode: replacing the name in between gains an attacker nothing.
+    from ipckit import _pipe
+    from ipckit._wait import retry
+
+    if not proc:  # as on a system without /proc: the path is opened again and must be the same FIFO
+        real_isdir = os.path.isdir
+        monkeypatch.setattr(_pipe.os.path, "isdir", lambda p: False if p == "/proc/self/fd" else real_isdir(p))
+    path = str(tmp_path / "jobs")
+    os.mkfifo(path, 0o600)
+    with _pipe.FifoOpener(path, "w", timeout=5) as opener:
+        os.rename(path, path + ".ours")
+        os.mkfifo(path)
+        os.chmod(path, 0o666)  # someone else's world-writable FIFO in its place
+        ours = os.open(path + ".ours", os.O_RDONLY | os.O_NONBLOCK)
+        theirs = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            if proc:
+                with retry(opener.attempt, opener.deadline, opener.what, opener.waiter) as w:
+                    w.send(b"for us")
+                assert os.read(ours, 100) == b"\x00\x00\x00\x06for us"
+                assert os.read(theirs, 100) == b""  # no writer ever opened theirs
+            else:
+                with pytest.raises(ValueError, match="replaced"):
+                    retry(opener.attempt, opener.deadline, opener.what, opener.waiter)
+        finally:
+            os.close(ours)
+            os.close(theirs)
+
+
+def test_fifo_create_false_on_missing_and_non_fifo(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ipckit.NotFoundError):
+        ipckit.Pipe.fifo(tmp_path / "missing", "r", create=False, timeout=0)
+    os.mkdir(tmp_path / "adir")
+    with pytest.raises(ValueError, match="not a FIFO"):
+        ipckit.Pipe.fifo(tmp_path / "adir", "r", timeout=0)
+
+
+# ---------------------------------------------------------------- hostile arguments
+
+# Values a confused or hostile caller might pass anywhere.
+HOSTILE = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12), st.binary(max_size=64), st.lists(st.integers(-5, 2**40), max_size=3),
+    st.sampled_from([object(), b"\0", "\0", 2**64, 2**63 - 1, -1, 0, 1, "r", "w", (), {}, bytearray(3)]),
+)
+# Timeouts that are wrong, or short: a call must never wait long in this test.
+SHORT_TIMEOUTS = st.one_of(st.sampled_from([0, 0.001, 0.01, -1, float("nan"), "1", b"1", [], True]), st.floats(max_value=-1e-9))
+DOCUMENTED = (TypeError, ValueError, ipckit.IPCError)
+
+
+def _fifo_path(draw, base):  # type: ignore[no-untyped-def]
+    name = draw(st.text(st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)), min_size=1, max_size=20))
+    return draw(st.one_of(HOSTILE, st.just(os.path.join(base, name)), st.just(os.path.join(base, name) + "\0x")))
+
+
+@pytest.fixture(scope="module")
+def hostile_dir(tmp_path_factory):  # type: ignore[no-untyped-def]
+    return str(tmp_path_factory.mktemp("hostile"))
+
+
+@pytest.mark.timeout(1800)  # --soak runs 10,000 cases
+@given(data=st.data())
+def test_hostile_arguments_raise_only_documented_errors(data, hostile_dir) -> None:  # type: ignore[no-untyped-def]
+    # Every public call of Pipe and its ends, any argument: a TypeError, a ValueError or
+    # an ipckit error (never OverflowError, MemoryError, AttributeError, a bare OSError,
+    # a crash or a hang), or success.
+    draw = data.draw
+    h = lambda: draw(HOSTILE)  # noqa: E731
+    t = lambda: draw(SHORT_TIMEOUTS)  # noqa: E731
+    p = ipckit.Pipe()
+    a, b = ipckit.Pipe.duplex()
+    calls = {
+        "Pipe": lambda: ipckit.Pipe(size=draw(st.one_of(st.none(), HOSTILE)), max_message_size=draw(st.one_of(st.none(), HOSTILE))).close(),
+        "duplex": lambda: [e.close() for e in ipckit.Pipe.duplex(max_message_size=h())],
+        "fifo": lambda: ipckit.Pipe.fifo(_fifo_path(draw, hostile_dir), h(), create=h(), timeout=t(), max_message_size=h()).close(),
+        "send": lambda: p.writer.send(h(), timeout=t()),
+        "write": lambda: p.writer.write(h(), timeout=t()),
+        "flush": lambda: p.writer.flush(timeout=t()),
+        "recv": lambda: p.reader.recv(timeout=t()),
+        "read": lambda: p.reader.read(h(), timeout=t()),
+        "pipe_size": lambda: setattr(p.writer, "pipe_size", h()),
+        "shorthand send": lambda: p.send(h(), timeout=t()),
+        "duplex send": lambda: a.send(h(), timeout=t()),
+        "duplex recv": lambda: b.recv(timeout=t()),
+        "duplex read": lambda: b.read(h(), timeout=t()),
+        "send_fds": lambda: a.send_fds(h(), draw(st.one_of(HOSTILE, st.lists(st.one_of(st.just(0), HOSTILE), max_size=3))), timeout=t()),
+        "recv_fds": lambda: b.recv_fds(h(), bufsize=draw(st.one_of(st.just(65536), HOSTILE)), timeout=t()),
+    }
+    try:
+        for name in data.draw(st.lists(st.sampled_from(sorted(calls)), min_size=1, max_size=4)):
+            try:
+                calls[name]()
+            except DOCUMENTED:
+                pass
+    finally:
+        for end in (p, a, b):
+            end.close()
+        for entry in os.listdir(hostile_dir):
+            os.unlink(os.path.join(hostile_dir, entry))

@@ -9,6 +9,7 @@ import os
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import textwrap
@@ -566,3 +567,309 @@ def test_recv_from_times_out_and_send_to_checks_its_address(tmp_path):
             srv.recv_from(timeout=0)
         with pytest.raises(ipckit.ClosedError):
             srv.send_to(b"x", "udp://127.0.0.1:9")
+
+
+# ---------------------------------------------------------------- socket file permissions
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o277])
+@pytest.mark.parametrize("mode", [0o600, 0o660, 0o666, 0o700, 0o000])
+@pytest.mark.parametrize("scheme", ["unix", "unix+dgram"])
+def test_unix_socket_file_gets_mode_exactly(tmp_path, umask: int, mode: int, scheme: str) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "m.sock"
+    old = os.umask(umask)
+    try:
+        with ipckit.Socket.listen(f"{scheme}://{path}", mode=mode):
+            st = os.lstat(path)
+            assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == mode, oct(st.st_mode)
+            assert os.umask(umask) == umask  # the process's umask is untouched
+    finally:
+        os.umask(old)
+    assert not path.exists()
+
+
+def test_default_mode_is_0600_and_connecting_still_works(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    old = os.umask(0)
+    try:
+        with ipckit.Socket.listen(f"unix://{tmp_path}/d.sock") as srv:
+            assert stat.S_IMODE(os.lstat(f"{tmp_path}/d.sock").st_mode) == 0o600
+            with ipckit.Socket.connect(srv.address, timeout=5) as c, srv.accept(timeout=5) as s:
+                c.send(b"through a 0600 socket")
+                assert s.recv(timeout=5) == b"through a 0600 socket"
+    finally:
+        os.umask(old)
+
+
+C_MODE_WATCHER = r"""
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <time.h>
+/* Watch a path for argv[2] seconds, as fast as it can: print every distinct
+   permission mode it had while it existed. */
+int main(int argc, char **argv) {
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    int seen[01000] = {0};
+    double limit = atof(argv[2]);
+    printf("ready\n"); fflush(stdout);
+    for (;;) {
+        struct stat st;
+        if (lstat(argv[1], &st) == 0) seen[st.st_mode & 0777] = 1;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - start.tv_sec) + (now.tv_nsec - start.tv_nsec) / 1e9 > limit) break;
+    }
+    for (int m = 0; m < 01000; m++) if (seen[m]) printf("%o\n", m);
+    return 0;
+}
+"""
+
+
+@pytest.mark.parametrize("fallback", [False, True], ids=["private-umask", "private-dir"])
+def test_socket_file_never_has_wider_permissions(tmp_path, cc, monkeypatch, fallback: bool) -> None:  # type: ignore[no-untyped-def]
+    # A C process watches the path while servers start and stop on it under umask 0:
+    # the file must never be seen with any mode but the one asked for.
+    from ipckit import _socket
+
+    if fallback:
+        monkeypatch.setattr(_socket, "_private_umask_works", False)
+    exe = cc(C_MODE_WATCHER.replace("#include <time.h>", "#include <time.h>\n#include <stdlib.h>"), "mode_watcher")
+    path = str(tmp_path / "watched.sock")
+    watcher = subprocess.Popen([exe, path, "1.5"], stdout=subprocess.PIPE, text=True)
+    assert watcher.stdout is not None and watcher.stdout.readline().strip() == "ready"
+    old = os.umask(0)
+    try:
+        end = time.monotonic() + 1.2
+        starts = 0
+        while time.monotonic() < end:
+            ipckit.Socket.listen(f"unix://{path}", mode=0o600).close()
+            starts += 1
+    finally:
+        os.umask(old)
+    out, _ = watcher.communicate(timeout=30)
+    assert starts > 50
+    seen = {int(m, 8) for m in out.split()}
+    assert seen <= {0o600}, f"the socket file was seen with modes {sorted(map(oct, seen))}"
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".ipckit")], "a private bind directory was left behind"
+
+
+def test_private_dir_fallback_works_end_to_end(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # Where a thread cannot have its own umask (unshare refused): bind in a private
+    # directory, chmod, link into place. Stale files are still replaced, live ones kept.
+    from ipckit import _socket
+
+    monkeypatch.setattr(_socket, "_private_umask_works", False)
+    path = tmp_path / "fb.sock"
+    url = f"unix://{path}"
+    old = os.umask(0)
+    try:
+        with ipckit.Socket.listen(url, mode=0o640) as srv:
+            assert stat.S_IMODE(os.lstat(path).st_mode) == 0o640 and os.lstat(path).st_nlink == 1
+            with ipckit.Socket.connect(url, timeout=5) as c, srv.accept(timeout=5) as s:
+                c.send(b"fallback")
+                assert s.recv(timeout=5) == b"fallback"
+                assert s.peer_credentials().pid == os.getpid()
+            with pytest.raises(ipckit.ExistsError):
+                ipckit.Socket.listen(url)
+        dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        dead.bind(str(path))
+        dead.close()
+        with ipckit.Socket.listen(url) as srv2:
+            assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
+        # A path too long for a private directory beside it is reached through /proc.
+        deep = tmp_path / ("d" * (UNIX_PATH_MAX - len(str(tmp_path)) - 8))
+        deep.mkdir()
+        long_url = f"unix://{deep}/x.sock"
+        with ipckit.Socket.listen(long_url) as srv3, ipckit.Socket.connect(long_url, timeout=5) as c3, srv3.accept(timeout=5):
+            assert stat.S_IMODE(os.lstat(f"{deep}/x.sock").st_mode) == 0o600
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [deep.name]
+
+
+def test_unshare_refused_falls_back(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from ipckit import _socket
+
+    monkeypatch.setattr(_socket, "_private_umask_works", None)
+    monkeypatch.setattr(_socket, "_unshare_fs", lambda: False)
+    with ipckit.Socket.listen(f"unix://{tmp_path}/u.sock", mode=0o604):
+        assert stat.S_IMODE(os.lstat(f"{tmp_path}/u.sock").st_mode) == 0o604
+    assert _socket._private_umask_works is False
+
+
+def test_mode_on_addresses_without_a_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Abstract names, TCP and UDP have no permissions: a mode other than the default
+    # cannot be honoured, so it is refused (peer_credentials() is the check there).
+    for url in (_abstract(), "tcp://127.0.0.1:0", "udp://127.0.0.1:0", "unix+dgram://@ipckit-x-" + secrets.token_hex(4)):
+        with pytest.raises(ValueError, match="peer_credentials"):
+            ipckit.Socket.listen(url, mode=0o666)
+        ipckit.Socket.listen(url, mode=0o600).close()
+    with pytest.raises(TypeError, match="mode"):
+        ipckit.Socket.listen(f"unix://{tmp_path}/x.sock", mode="0600")  # type: ignore[arg-type]
+    for bad in (-1, 0o1000, 0o4755):
+        with pytest.raises(ValueError, match="mode"):
+            ipckit.Socket.listen(f"unix://{tmp_path}/x.sock", mode=bad)
+    assert not os.path.exists(f"{tmp_path}/x.sock")
+
+
+def test_peer_credentials_on_an_abstract_socket() -> None:
+    c, s = _connected(_abstract())
+    with c, s:
+        assert s.peer_credentials() == (os.getpid(), os.getuid(), os.getgid())
+
+
+# ---------------------------------------------------------------- max_message_size
+
+
+@pytest.mark.parametrize("url", ["tcp://127.0.0.1:0", "unix://@"])
+def test_max_message_size_on_accepted_and_connecting_sockets(url: str) -> None:
+    if url == "unix://@":
+        url = _abstract()
+    with ipckit.Socket.listen(url, max_message_size=64) as srv:
+        assert srv.max_message_size == 64
+        c = ipckit.Socket.connect(srv.address, timeout=5, max_message_size=16)
+        s = srv.accept(timeout=5)
+        with c, s:
+            assert (s.max_message_size, c.max_message_size) == (64, 16)
+            c.send(b"x" * 64)
+            assert s.recv(timeout=5) == b"x" * 64
+            s.send(b"y" * 17)  # a socket does not know its peer's limit: it sends
+            with pytest.raises(ipckit.MessageTooLarge):
+                c.recv(timeout=5)
+            assert c.closed
+            c2 = ipckit.Socket.connect(srv.address, timeout=5)
+            with c2, srv.accept(timeout=5) as s2:
+                c2.send(b"z" * 65)
+                with pytest.raises(ipckit.MessageTooLarge, match="65-byte"):
+                    s2.recv()
+                assert s2.closed
+
+
+def test_max_message_size_is_for_streams() -> None:
+    with pytest.raises(ValueError, match="stream"):
+        ipckit.Socket.listen("udp://127.0.0.1:0", max_message_size=10)
+    with pytest.raises(ValueError, match="stream"):
+        ipckit.Socket.connect("udp://127.0.0.1:9", max_message_size=10)
+    with pytest.raises(TypeError, match="max_message_size"):
+        ipckit.Socket.listen("tcp://127.0.0.1:0", max_message_size="10")  # type: ignore[arg-type]
+
+
+def test_tcp_peer_announcing_a_huge_frame() -> None:
+    # A 4-byte header over tcp:// once made a server allocate 256 MiB at once.
+    import resource
+
+    with ipckit.Socket.listen("tcp://127.0.0.1:0") as srv:
+        raw = socket.create_connection(("127.0.0.1", int(srv.address.rsplit(":", 1)[1])), timeout=5)
+        with raw, srv.accept(timeout=5) as conn:
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            raw.sendall(b"\x0f\xff\xff\xff" + b"q" * 1000)
+            expect_timeout(lambda: conn.recv(timeout=0.2), 0.2, ipckit.Timeout)
+            grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+            assert grown < 32 * 1024, f"RSS grew by {grown} KiB"
+            raw.close()
+            with pytest.raises(ipckit.ClosedError, match="inside a frame"):
+                conn.recv(timeout=5)
+
+
+# ---------------------------------------------------------------- hostile arguments
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+HOSTILE = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12), st.binary(max_size=64), st.lists(st.integers(-5, 2**40), max_size=3),
+    st.sampled_from([object(), b"\0", "\0", 2**64, -1, 0, 1, 0o600, (), bytearray(3)]),
+)
+SHORT_TIMEOUTS = st.one_of(st.sampled_from([0, 0.001, 0.01, -1, float("nan"), "1", [], True]), st.floats(max_value=-1e-9))
+DOCUMENTED = (TypeError, ValueError, ipckit.IPCError)
+
+
+def _urls(base: str):  # type: ignore[no-untyped-def]
+    junk = st.text(max_size=16)
+    name = st.text(st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)), min_size=1, max_size=16)
+    port = st.one_of(st.integers(0, 70000).map(str), junk)
+    return st.one_of(
+        HOSTILE,
+        st.builds(lambda s, r: f"{s}://{r}", st.sampled_from(["tcp", "udp", "unix", "unix+dgram", "http", "TCP", ""]), junk),
+        st.builds(lambda s, h, p: f"{s}://{h}:{p}", st.sampled_from(["tcp", "udp"]),
+                  st.sampled_from(["127.0.0.1", "[::1]", "::1", "[::1", "256.1.1.1", "localhost", "no-such-host", ""]), port),
+        st.builds(lambda s, n: f"{s}://{base}/{n}", st.sampled_from(["unix", "unix+dgram"]), name),
+        st.builds(lambda s, n: f"{s}://@{n}", st.sampled_from(["unix", "unix+dgram"]), st.text(max_size=120)),
+    )
+
+
+@pytest.fixture(scope="module")
+def hostile_socket_dir(tmp_path_factory):  # type: ignore[no-untyped-def]
+    return str(tmp_path_factory.mktemp("hsock"))
+
+
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _getaddrinfo_no_dns(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+    # Host names other than localhost must not reach a DNS server from a test.
+    if host not in ("localhost", "127.0.0.1", "::1"):
+        raise socket.gaierror(socket.EAI_NONAME, "no DNS in tests")
+    return _real_getaddrinfo(host, *args, **kwargs)
+
+
+@pytest.mark.timeout(1800)  # --soak runs 10,000 cases
+@given(data=st.data())
+def test_hostile_arguments_raise_only_documented_errors(data, hostile_socket_dir) -> None:  # type: ignore[no-untyped-def]
+    # Every public call of Socket and its roles, any argument: TypeError, ValueError or
+    # an ipckit error, or success; never another exception, a crash or a hang.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(socket, "getaddrinfo", _getaddrinfo_no_dns)
+        _hostile_socket_calls(data, hostile_socket_dir)
+
+
+def _hostile_socket_calls(data, hostile_socket_dir) -> None:  # type: ignore[no-untyped-def]
+    draw = data.draw
+    h = lambda: draw(HOSTILE)  # noqa: E731
+    t = lambda: draw(SHORT_TIMEOUTS)  # noqa: E731
+    url = lambda: draw(_urls(hostile_socket_dir))  # noqa: E731
+    made: list = []
+
+    def keep(obj):  # type: ignore[no-untyped-def]
+        made.append(obj)
+        return obj
+
+    srv = keep(ipckit.Socket.listen("tcp://127.0.0.1:0"))
+    conn = keep(ipckit.Socket.connect(srv.address, timeout=5))
+    peer = keep(srv.accept(timeout=5))
+    userv = keep(ipckit.Socket.listen(f"unix://{hostile_socket_dir}/fixed.sock"))
+    uconn = keep(ipckit.Socket.connect(userv.address, timeout=5))
+    dgram = keep(ipckit.Socket.listen("udp://127.0.0.1:0"))
+    dclient = keep(ipckit.Socket.connect(dgram.address))
+    calls = {
+        "listen": lambda: keep(ipckit.Socket.listen(url(), backlog=draw(st.one_of(st.just(5), HOSTILE)),
+                                                    mode=draw(st.one_of(st.just(0o600), HOSTILE)),
+                                                    max_message_size=draw(st.one_of(st.none(), HOSTILE)))),
+        "connect": lambda: keep(ipckit.Socket.connect(url(), timeout=t(), max_message_size=draw(st.one_of(st.none(), HOSTILE)))),
+        "accept": lambda: keep(srv.accept(timeout=t())),
+        "send": lambda: conn.send(h(), timeout=t()),
+        "write": lambda: conn.write(h(), timeout=t()),
+        "flush": lambda: conn.flush(timeout=t()),
+        "recv": lambda: peer.recv(timeout=t()),
+        "read": lambda: peer.read(h(), timeout=t()),
+        "send_fds": lambda: uconn.send_fds(h(), draw(st.one_of(HOSTILE, st.lists(st.one_of(st.just(0), HOSTILE), max_size=3))), timeout=t()),
+        "recv_fds": lambda: uconn.recv_fds(h(), bufsize=draw(st.one_of(st.just(100), HOSTILE)), timeout=t()),
+        "dgram send": lambda: dclient.send(h(), timeout=t()),
+        "dgram write": lambda: dclient.write(h(), timeout=t()),
+        "dgram recv": lambda: dgram.recv(timeout=t()),
+        "dgram read": lambda: dgram.read(h(), timeout=t()),
+        "send_to": lambda: dgram.send_to(h(), url(), timeout=t()),
+        "recv_from": lambda: dgram.recv_from(timeout=t()),
+    }
+    try:
+        for name in draw(st.lists(st.sampled_from(sorted(calls)), min_size=1, max_size=4)):
+            try:
+                calls[name]()
+            except DOCUMENTED:
+                pass
+    finally:
+        for obj in made:
+            obj.close()
+        for entry in os.listdir(hostile_socket_dir):
+            os.unlink(os.path.join(hostile_socket_dir, entry))

@@ -567,8 +567,11 @@ class ReceiveStream(StreamEnd):
             "received): the peer closed or died while sending it"
         )
 
-    def _refuse(self, exc: FrameTooLarge) -> MessageTooLarge:
-        """A frame over the limit: this end is closed (the stream cannot resynchronise)."""
+    def _refuse(self, exc: FrameTooLarge) -> IPCError:
+        """A frame over the limit: this end is closed (the stream cannot resynchronise),
+        and says ``ClosedError`` from then on."""
+        if self._closed:
+            return closed_error(self)
         self.close()
         return MessageTooLarge(
             errno.EMSGSIZE,
