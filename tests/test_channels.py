@@ -11,10 +11,17 @@ other channels add their entries here.
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
+import random
 import secrets
+import signal
 import socket
+import struct
 import threading
+import time
+import zlib
 from typing import Any, Callable, NamedTuple
 
 import pytest
@@ -220,3 +227,176 @@ def test_role_classes_are_their_channel_protocols(tmp_path: Any) -> None:
         assert isinstance(p, Channel) and isinstance(a, Channel) and isinstance(b, Channel)
         assert not isinstance(srv, (SendChannel, ReceiveChannel)), "a listener neither sends nor receives"
         assert isinstance(udp, Channel)
+
+
+# ---------------------------------------------------------------- killed peers
+#
+# A producer or a consumer SIGKILLed at a random moment, across a real fork: the
+# survivor must not hang, must see only whole, checksummed messages in order (a frame
+# is whole or absent), and ClosedError at the cut. A few kills per channel in CI, more
+# than 100 per channel and direction under --soak.
+
+KILLABLE = [KIND[k] for k in ("pipe", "duplex", "tcp", "unix")]
+_STAMP = struct.Struct("<QI")  # sequence number, crc32 of the body
+
+
+def _message(seq: int) -> bytes:
+    # Mostly small messages, now and then one larger than a pipe's buffer (so kills
+    # land inside frames too).
+    size = (seq * 7919) % 97
+    if seq % 13 == 5:
+        size = 70_000 + seq % 1000
+    if seq % 97 == 50:
+        size = 300_000
+    body = bytes([seq & 0xFF]) * size
+    return _STAMP.pack(seq, zlib.crc32(body)) + body
+
+
+def _check_message(msg: bytes, expected_seq: int) -> None:
+    seq, crc = _STAMP.unpack_from(msg)
+    body = msg[_STAMP.size:]
+    assert seq == expected_seq, f"message {seq} arrived where {expected_seq} was due (lost, duplicated or reordered)"
+    assert zlib.crc32(body) == crc and body == bytes([seq & 0xFF]) * len(body), f"message {seq} is corrupt"
+
+
+def _child(run: Callable[[], None]) -> int:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            run()
+        finally:
+            os._exit(0)
+    return pid
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+def _kill_the_producer(kind: Kind, fx: Fixtures, rng: random.Random) -> int:
+    made = kind.make(fx)
+    sender, receiver = made.sender, made.receiver
+
+    def produce() -> None:
+        receiver.close()
+        seq = 0
+        while True:
+            sender.send(_message(seq))
+            seq += 1
+
+    pid = _child(produce)
+    sender.close()
+    received = 0
+    try:
+        kill_at = time.monotonic() + rng.uniform(0, 0.03)
+        killed = False
+        while True:
+            if not killed and time.monotonic() >= kill_at:
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+            try:
+                msg = receiver.recv(timeout=10)
+            except ipckit.ClosedError:
+                break
+            _check_message(msg, received)
+            received += 1
+        assert killed, "the producer stopped by itself"
+    finally:
+        receiver.close()
+        _reap(pid)
+        for obj in made.others:
+            obj.close()
+    return received
+
+
+def _kill_the_consumer(kind: Kind, fx: Fixtures, rng: random.Random) -> None:
+    made = kind.make(fx)
+    sender, receiver = made.sender, made.receiver
+    report = mmap.mmap(-1, 16)  # shared with the child: [error flag, messages checked]
+
+    def consume() -> None:
+        sender.close()
+        seq = 0
+        while True:
+            msg = receiver.recv(timeout=30)
+            try:
+                _check_message(msg, seq)
+            except AssertionError:
+                report[0:8] = struct.pack("<Q", 1)
+                raise
+            seq += 1
+            report[8:16] = struct.pack("<Q", seq)
+
+    pid = _child(consume)
+    receiver.close()
+    try:
+        kill_at = time.monotonic() + rng.uniform(0, 0.03)
+        killed = False
+        seq = 0
+        with pytest.raises(ipckit.ClosedError):
+            while True:
+                if not killed and time.monotonic() >= kill_at:
+                    os.kill(pid, signal.SIGKILL)
+                    killed = True
+                sender.send(_message(seq), timeout=10)  # a Timeout here is a hang: the test fails
+                seq += 1
+        assert killed, "the consumer stopped by itself"
+        errors, checked = struct.unpack("<QQ", report)
+        assert errors == 0, f"the consumer saw a corrupt or out-of-order message after {checked}"
+        assert checked <= seq
+    finally:
+        sender.close()
+        _reap(pid)
+        for obj in made.others:
+            obj.close()
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize("kind", KILLABLE, ids=[k.id for k in KILLABLE])
+def test_killed_producer_or_consumer(kind: Kind, request: pytest.FixtureRequest, tmp_path: Any, soak: bool) -> None:
+    rng = random.Random(f"{kind.id}-{os.getpid()}")
+    rounds = 100 if soak else 3
+    fx = Fixtures(request, tmp_path)
+    received = [_kill_the_producer(kind, fx, rng) for _ in range(rounds)]
+    for _ in range(rounds):
+        _kill_the_consumer(kind, fx, rng)
+    assert len(received) == rounds
+    _no_socket_files(tmp_path)
+
+
+# ---------------------------------------------------------------- soak
+
+SOAK_MESSAGES = 1_000_000
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(3600)
+@pytest.mark.parametrize("kind", [k for k in KINDS if k.stream], ids=[k.id for k in KINDS if k.stream])
+def test_a_million_checksummed_messages(kind: Kind, request: pytest.FixtureRequest, tmp_path: Any) -> None:
+    made = kind.make(Fixtures(request, tmp_path))
+    sender, receiver = made.sender, made.receiver
+
+    def produce() -> None:
+        receiver.close()
+        for seq in range(SOAK_MESSAGES):
+            sender.send(_message(seq))
+        sender.close()
+
+    pid = _child(produce)
+    sender.close()
+    try:
+        for seq in range(SOAK_MESSAGES):
+            _check_message(receiver.recv(timeout=60), seq)
+        with pytest.raises(ipckit.ClosedError):
+            receiver.recv(timeout=60)
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    finally:
+        receiver.close()
+        if pid:
+            _reap(pid)
+        for step in made.cleanup:
+            step()
