@@ -76,8 +76,8 @@ def _duplex(fx: Any) -> Made:
     return Made(a, b)
 
 
-def _fifo(fx: Any) -> Made:
-    path = str(fx.tmp_path / f"fifo-{secrets.token_hex(4)}")
+def fifo_pair(path: str) -> tuple:
+    """A (writer, reader) pair of ends on the FIFO at *path* (each open waits for the other)."""
     box: dict = {}
 
     def open_reader() -> None:
@@ -87,7 +87,13 @@ def _fifo(fx: Any) -> Made:
     t.start()
     w = ipckit.Pipe.fifo(path, "w", timeout=10)
     t.join(10)
-    return Made(w, box["r"], cleanup=(lambda: os.unlink(path),))
+    return w, box["r"]
+
+
+def _fifo(fx: Any) -> Made:
+    path = str(fx.tmp_path / f"fifo-{secrets.token_hex(4)}")
+    w, r = fifo_pair(path)
+    return Made(w, r, cleanup=(lambda: os.unlink(path),))
 
 
 # ---------------------------------------------------------------- MessageQueue

@@ -28,6 +28,7 @@ import pytest
 import ipckit
 from ipckit.testing import expect_timeout
 from test_channels import KIND, KINDS, Fixtures  # the channel registry
+from test_channels import fifo_pair as _fifo_pair
 
 np = pytest.importorskip("numpy")
 posix_ipc = pytest.importorskip("posix_ipc")
@@ -161,19 +162,6 @@ def kernel_mode(kind: str, name) -> int:  # type: ignore[no-untyped-def]
 
 class Chan(types.SimpleNamespace):
     pass
-
-
-def _fifo_pair(path: str):  # type: ignore[no-untyped-def]
-    box: dict = {}
-
-    def open_reader() -> None:
-        box["r"] = ipckit.Pipe.fifo(path, "r", timeout=10)
-
-    t = threading.Thread(target=open_reader)
-    t.start()
-    w = ipckit.Pipe.fifo(path, "w", timeout=10)
-    t.join(10)
-    return w, box["r"]
 
 
 def _stream_sockets(url: str):  # type: ignore[no-untyped-def]

@@ -9,7 +9,6 @@ import os
 import selectors
 import signal
 import stat
-import struct
 import subprocess
 import sys
 import textwrap
@@ -24,6 +23,7 @@ import ipckit
 import ipckit.testing
 from ipckit.testing import expect_timeout
 from ipckit import _stream
+from test_framing import _reference_frames  # an independent reading of the wire format
 
 CONTEXTS = ["fork", "spawn"]
 BIG = 8 * 1024 * 1024
@@ -729,26 +729,6 @@ def test_c_writer_sending_a_hostile_header(cc, limit) -> None:  # type: ignore[n
 
 
 # ---------------------------------------------------------------- random and hostile input
-
-
-def _reference_frames(stream: bytes, limit: int) -> tuple:
-    frames, pos = [], 0
-    while True:
-        if len(stream) - pos < 4:
-            return frames, ("boundary" if pos == len(stream) else "cut")
-        (n,) = struct.unpack_from("!I", stream, pos)
-        start = pos + 4
-        if n == 0xFFFFFFFF:
-            if len(stream) - pos < 12:
-                return frames, "cut"
-            (n,) = struct.unpack_from("!Q", stream, pos + 4)
-            start = pos + 12
-        if n > limit:
-            return frames, "refused"
-        if len(stream) < start + n:
-            return frames, "cut"
-        frames.append(stream[start:start + n])
-        pos = start + n
 
 
 def _hostile_streams():  # type: ignore[no-untyped-def]

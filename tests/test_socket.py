@@ -674,13 +674,13 @@ def test_private_dir_fallback_works_end_to_end(tmp_path, monkeypatch) -> None:  
         dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         dead.bind(str(path))
         dead.close()
-        with ipckit.Socket.listen(url) as srv2:
+        with ipckit.Socket.listen(url):
             assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
         # A path too long for a private directory beside it is reached through /proc.
         deep = tmp_path / ("d" * (UNIX_PATH_MAX - len(str(tmp_path)) - 8))
         deep.mkdir()
         long_url = f"unix://{deep}/x.sock"
-        with ipckit.Socket.listen(long_url) as srv3, ipckit.Socket.connect(long_url, timeout=5) as c3, srv3.accept(timeout=5):
+        with ipckit.Socket.listen(long_url) as srv3, ipckit.Socket.connect(long_url, timeout=5), srv3.accept(timeout=5):
             assert stat.S_IMODE(os.lstat(f"{deep}/x.sock").st_mode) == 0o600
     finally:
         os.umask(old)
