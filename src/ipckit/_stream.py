@@ -199,12 +199,13 @@ class PipeIO:
     last page after a larger one was refused, so a "full" pipe would take some
     messages and not others."""
 
-    __slots__ = ("fd", "_holder")
+    __slots__ = ("fd", "_holder", "_scratch")
     polls_first = True
 
     def __init__(self, fd: int) -> None:
         self._holder = FdHolder(fd)
         self.fd = fd
+        self._scratch: Optional[bytearray] = None
 
     def write_nowait(self, buffers: list) -> int:
         if not ready_now(self.fd, POLLOUT):
@@ -215,6 +216,13 @@ class PipeIO:
 
     def readinto_nowait(self, buf: Any) -> int:
         return _pipe_nowait(self.fd, os.preadv, (buf,))
+
+    def read_nowait(self, n: int) -> bytes:
+        scratch = self._scratch
+        if scratch is None or len(scratch) < n:
+            scratch = self._scratch = bytearray(max(n, CHUNK))
+        got = _pipe_nowait(self.fd, os.preadv, (memoryview(scratch)[:n],))
+        return bytes(memoryview(scratch)[:got])
 
     def close(self) -> None:
         self.fd = -1
@@ -236,6 +244,9 @@ class SocketIO:
 
     def readinto_nowait(self, buf: Any) -> int:
         return self.sock.recv_into(buf, 0, _DONTWAIT)
+
+    def read_nowait(self, n: int) -> bytes:
+        return self.sock.recv(n, _DONTWAIT)
 
     def close(self) -> None:
         self.fd = -1
@@ -378,8 +389,9 @@ class SendStream(StreamEnd):
                 raise self._error(exc, what) from exc
             buffers = _advance(buffers, n)
 
-    def _write_nowait(self, buffers: list, what: str, limit: Deadline) -> tuple[int, list]:
-        """Write what goes without blocking: ``(bytes written, buffers left)``.
+    def _write_nowait(self, buffers: list, what: str, limit: Deadline, total: int = -1) -> tuple[int, list]:
+        """Write what goes without blocking: ``(bytes written, buffers left)``
+        (*total*, if known, is their size: a write of all of it is then the end).
 
         After a write found this end's buffer full, the next attempt first asks
         whether it is writable at all: a TCP socket that polls "not writable" still
@@ -400,6 +412,8 @@ class SendStream(StreamEnd):
                 raise self._error(exc, what) from exc
             self._write_blocked = False
             written += n
+            if written == total:
+                return written, []
             buffers = _advance(buffers, n)
             if written >= ATTEMPT_BUDGET and limit.expired():
                 break
@@ -420,7 +434,8 @@ class SendStream(StreamEnd):
         size = len(view)
         if size > self._send_limit:
             raise self._too_large(size)
-        written, rest = self._write_nowait([encode_header(size), view], "send", limit)
+        header = pack_short_header(size) if size < ESCAPE else encode_header(size)
+        written, rest = self._write_nowait([header, view], "send", limit, len(header) + size)
         if not written:
             return WOULD_BLOCK
         if rest:
@@ -483,7 +498,8 @@ class SendStream(StreamEnd):
                 exc.strerror = f"{exc.strerror} (the rest of an earlier timed-out message is still being written)"
             raise
         finally:
-            self._own_pending()
+            if self._pending_borrowed:
+                self._own_pending()
 
     def _flush_blocking(self, what: str) -> None:
         if self._pending is not None:
@@ -548,7 +564,6 @@ class ReceiveStream(StreamEnd):
     """The receiving side: framed ``recv``, raw ``read``."""
 
     _recv_limit = MAX_FRAME
-    _scratch: Optional[bytearray] = None
 
     def __init__(self, io: Any, **kwargs: Any) -> None:
         super().__init__(io, **kwargs)
@@ -635,24 +650,35 @@ class ReceiveStream(StreamEnd):
                 n = io.readinto_nowait(body)
                 decoder.body_received(n)
                 return n  # type: ignore[no-any-return]
-            scratch = self._scratch
-            if scratch is None:
-                scratch = self._scratch = bytearray(CHUNK)
-            n = io.readinto_nowait(scratch)
-            if n:
-                decoder.feed(memoryview(scratch)[:n])
-            return n  # type: ignore[no-any-return]
+            data = io.read_nowait(CHUNK)
         except BlockingIOError:
             return -1
         except OSError as exc:
             raise self._error(exc, "recv") from exc
+        if data:
+            decoder.feed(data)
+        return len(data)
 
     def _attempt_recv(self, limit: Deadline) -> Any:
         """One whole message if it can be had without blocking, else ``WOULD_BLOCK``
         (bytes read so far stay in the decoder). ``ClosedError`` at end of stream."""
         decoder = self._decoder
-        got = 0
         try:
+            if decoder.at_boundary:
+                # As recv()'s fast path: one read holding exactly one frame skips the decoder.
+                try:
+                    data = self._io.read_nowait(CHUNK)
+                except BlockingIOError:
+                    return WOULD_BLOCK
+                except OSError as exc:
+                    raise self._error(exc, "recv") from exc
+                if not data:
+                    raise self._eof("recv")
+                header = parse_header(data)
+                if header is not None and len(data) == header[0] + header[1] and header[1] <= self._recv_limit:
+                    return data[header[0]:]
+                decoder.feed(data)
+            got = 0
             while True:
                 frame = decoder.next_frame()
                 if frame is not None:
