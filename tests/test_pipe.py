@@ -934,3 +934,45 @@ def test_hostile_arguments_raise_only_documented_errors(data, hostile_dir) -> No
             end.close()
         for entry in os.listdir(hostile_dir):
             os.unlink(os.path.join(hostile_dir, entry))
+
+
+# ---------------------------------------------------------------- attempts (what ipckit.aio drives)
+
+
+@pytest.mark.parametrize("kind", ["pipe", "duplex"])
+def test_a_send_attempt_commits_a_whole_frame_or_nothing(kind: str) -> None:
+    # An event loop runs _attempt_send with limit=NOW and may be cancelled at any await:
+    # each attempt writes nothing of the frame (WOULD_BLOCK) or commits all of it (the
+    # unwritten rest waits in the pending buffer, copied before control returns to the
+    # buffer's owner), so the peer sees whole frames only, in order.
+    from ipckit._wait import NOW, WOULD_BLOCK
+
+    if kind == "pipe":
+        p = ipckit.Pipe()
+        sender, receiver, owners = p.writer, p.reader, [p]
+    else:
+        sender, receiver = ipckit.Pipe.duplex()
+        owners = [sender, receiver]
+    try:
+        filled = 0
+        while sender._attempt_send(memoryview(b"f" * 1000), NOW) is not WOULD_BLOCK:
+            assert sender._pending is None  # small frames go whole or not at all
+            filled += 1
+        big = bytearray(_payload(300_000))
+        assert sender._attempt_send(memoryview(big), NOW) is WOULD_BLOCK and sender._pending is None
+        for _ in range(filled * 9 // 10):  # room for part of the big frame, not all of it
+            assert receiver.recv(timeout=5) == b"f" * 1000
+        assert sender._attempt_send(memoryview(big), NOW) is True
+        assert sender._pending is not None and sender._pending_borrowed
+        sender._own_pending()  # what the async send does when it is cancelled now
+        big[:] = bytes(len(big))  # the caller reuses its buffer: the frame must not change
+        got: list = []
+        t = threading.Thread(target=lambda: got.extend(receiver.recv(timeout=10) for _ in range(filled - filled * 9 // 10 + 2)))
+        t.start()
+        sender.send(b"after", timeout=20)  # the committed rest goes first
+        t.join(30)
+        assert got[:-2] == [b"f" * 1000] * (filled - filled * 9 // 10)
+        assert got[-2] == _payload(300_000) and got[-1] == b"after"
+    finally:
+        for obj in owners:
+            obj.close()

@@ -952,7 +952,10 @@ class DatagramSocket(Socket):
         deadline = Deadline.from_user(timeout)
         self._check_open()
         if deadline.blocking:
-            return self._recv_from(0)
+            try:
+                return self._recv_from(0)
+            except BlockingIOError:  # another holder made the shared descriptor non-blocking
+                pass
         return retry(self._attempt_recv_from, deadline, "recv_from", self._recv_waiter)  # type: ignore[no-any-return]
 
     def _recv_from(self, flags: int) -> Tuple[bytes, Optional[str]]:
@@ -986,7 +989,10 @@ class DatagramSocket(Socket):
         deadline = Deadline.from_user(timeout)
         self._check_open()
         if deadline.blocking:
-            return self._read(n, 0)
+            try:
+                return self._read(n, 0)
+            except BlockingIOError:  # another holder made the shared descriptor non-blocking
+                pass
         return retry(partial(self._attempt_read, n), deadline, "read", self._recv_waiter)  # type: ignore[no-any-return]
 
     def _read(self, n: int, flags: int) -> bytes:
