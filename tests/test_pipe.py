@@ -976,3 +976,26 @@ def test_a_send_attempt_commits_a_whole_frame_or_nothing(kind: str) -> None:
     finally:
         for obj in owners:
             obj.close()
+
+
+def test_attempts_on_a_closed_end_raise_closed_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # An event loop that keeps trying a closed end must get ClosedError, not WOULD_BLOCK
+    # for ever (its waiter's descriptor is gone).
+    from ipckit._wait import NOW
+
+    p = ipckit.Pipe()
+    a, b = ipckit.Pipe.duplex()
+    srv = ipckit.Socket.listen(f"unix://{tmp_path}/a.sock")
+    dgram = ipckit.Socket.listen("udp://127.0.0.1:0")
+    for obj in (p, a, b, srv, dgram):
+        obj.close()
+    attempts = [
+        lambda: p.writer._attempt_send(memoryview(b"x"), NOW), lambda: p.writer._attempt_flush(NOW),
+        lambda: p.writer._attempt_write(memoryview(b"x"), NOW), lambda: p.reader._attempt_recv(NOW),
+        lambda: p.reader._attempt_read(10, NOW), lambda: a._attempt_send(memoryview(b"x"), NOW),
+        lambda: b._attempt_recv(NOW), lambda: srv._attempt_accept(NOW), lambda: dgram._attempt_recv(NOW),
+        lambda: dgram._attempt_send(memoryview(b"x"), ("127.0.0.1", 9), NOW),
+    ]
+    for attempt in attempts:
+        with pytest.raises(ipckit.ClosedError):
+            attempt()

@@ -398,6 +398,8 @@ class SendStream(StreamEnd):
         takes a few bytes now and then, and a timed send must not succeed on such
         crumbs of a full buffer after its wait said "full" (pipes always ask first;
         see ``PipeIO``)."""
+        if self._closed:  # (a poll on the forgotten descriptor would say "not ready" for ever)
+            raise closed_error(self)
         written = 0
         io = self._io
         if self._write_blocked and not io.polls_first and not ready_now(self._fd, POLLOUT):
@@ -444,6 +446,8 @@ class SendStream(StreamEnd):
 
     def _attempt_flush(self, limit: Deadline) -> Any:
         """Write the pending remainder without blocking: ``True`` once none is left."""
+        if self._closed:
+            raise closed_error(self)
         pending = self._pending
         if pending is None:
             return True
