@@ -131,24 +131,28 @@ class Backoff(Waiter):
         return f"Backoff({self.nap}, {self.maximum})"
 
 
-def attempts(attempt: Attempt, deadline: Deadline, what: str, limit: Deadline) -> Generator[None, None, Any]:
+def attempts(attempt: Attempt, deadline: Deadline, what: str, limit: Deadline, *, tried: bool = False) -> Generator[None, None, Any]:
     """The loop itself: yields each time it has to wait; returns the attempt's result.
 
     *limit* is passed to every attempt: the deadline it may block until (the real
-    one for a synchronous caller, ``NOW`` for an event loop)."""
-    while True:
-        result = attempt(limit)
-        if result is not WOULD_BLOCK:
-            return result
+    one for a synchronous caller, ``NOW`` for an event loop). *tried*: the caller
+    already made the first attempt, and it returned ``WOULD_BLOCK``."""
+    result = WOULD_BLOCK if tried else attempt(limit)
+    while result is WOULD_BLOCK:
         if deadline.expired():
             raise deadline.timeout_error(what)
         yield
+        result = attempt(limit)
+    return result
 
 
 def retry(attempt: Attempt, deadline: Deadline, what: str, waiter: Waiter = NO_WAIT) -> Any:
     """Run *attempt* until it succeeds (its result) or *deadline* passes (``Timeout``
     naming *what*), waiting with *waiter* in between. See the module docstring."""
-    loop = attempts(attempt, deadline, what, deadline)
+    result = attempt(deadline)
+    if result is not WOULD_BLOCK:  # the usual case costs no generator
+        return result
+    loop = attempts(attempt, deadline, what, deadline, tried=True)
     try:
         while True:
             next(loop)
