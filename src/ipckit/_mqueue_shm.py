@@ -7,34 +7,42 @@ twice through the kernel. This queue is a ring buffer in ``/dev/shm/<name>``:
 a message is copied once into the segment by the sender and once out by the
 receiver (or not at all with ``recv_view``), and a waiting process that spins
 briefly sees it without any system call. The whole enqueue (claim a slot, copy,
-publish, wake) and dequeue are one C call each (``_ffi/csrc/shmqueue.c``).
+publish, wake) and dequeue are one C call each (``_ffi/csrc/shmqueue.c``, a unit
+of its own with the header ``shmqueue.h``).
 
-Segment layout
---------------
+Segment layout (version 2)
+--------------------------
 ::
 
     offset 0     header (1024 bytes)
                    magic "IPCKSHMQ", version, header size, capacity, slot stride,
                    max message size, segment size, check (a hash of the layout
-                   fields), abandoned-slot counter                       [line 0]
+                   fields and creator_ns), abandoned-slot counter, creator_ns (the
+                   creator's pid namespace), foreign_ns flag, dropped counter [line 0]
                    tail: next position to write                          [+128]
                    head: next position to read                           [+256]
                    not_empty: futex seq, sleepers flag                   [+384]
                    not_full:  futex seq, sleepers flag                   [+512]
-    offset 1024  slot 0, slot 1, ... slot capacity-1; each slot is
-                   word (u64) | length (u64) | padding to 64 | data (max size, 64-aligned)
+    offset 1024  slot 0, slot 1, ... slot capacity-1; each slot is a 64-byte header
+                   word | length | owner record: tag, start time, pid namespace,
+                   time namespace | spare
+                 then the data (max message size, rounded up to 64)
 
 Positions ``pos`` count up from 0 (64-bit, never wrap in practice); position
 ``pos`` lives in slot ``pos % capacity`` on lap ``pos // capacity``. The segment is
 built unnamed (``O_TMPFILE`` in /dev/shm) and linked under its name only when
 its header is complete, so an opener never sees a half-made queue, ``link()``'s
 EEXIST gives ``create()`` its O_EXCL meaning, and a creator killed part-way
-leaves nothing behind. Opening anything whose magic,
-version, size or layout hash does not match raises ``ValueError`` and maps
-nothing further. The segment gets its mode with ``fchmod`` (exact, whatever the umask), and is backed with ``posix_fallocate``
-so a full ``/dev/shm`` is an ``IPCError(ENOSPC)`` at ``create()``, never a
-SIGBUS later. ``multiprocessing.shared_memory`` is not used: its resource
-tracker unlinks segments at exit.
+leaves nothing behind. Opening anything whose magic or version does not match
+raises ``ValueError``; a header of ours whose size or layout hash disagrees is
+corrupt (``CorruptError``, also a ``ValueError`` as it was before). ``attach``
+reads the header once: the layout it validated is kept in the process-local
+handle, and the segment's layout fields are never read again. The segment gets
+its mode with ``fchmod`` (exact, whatever the umask), and is backed with
+``posix_fallocate`` so a full ``/dev/shm`` is an ``IPCError(ENOSPC)`` at
+``create()``, never a SIGBUS later. ``multiprocessing.shared_memory`` is not
+used: its resource tracker unlinks segments at exit. ``ipckit ls`` recognises a
+queue by the magic at offset 0, whatever its version.
 
 The slot protocol
 -----------------
@@ -47,52 +55,123 @@ lap ``L``:
 
 * producer: read ``tail``; if the slot's word is ``(L, FREE, 0)`` CAS it to
   ``(L, WRITING, me)`` -- that CAS *is* the claim, unique per position because
-  ``(slot, lap)`` names one position. Then CAS ``tail`` from ``pos`` to ``pos+1``
-  (helping), copy the data and length in, and publish with CAS
-  ``(L, WRITING, me) -> (L, FULL, 0)``. A word already claimed for ``L`` (or a
-  later lap) means ``tail`` is stale: help it on and retry. A word of lap ``L-1``
-  means the ring is full at ``pos``.
-* consumer: read ``head``; if the word is ``(L, FULL, 0)``, read the length, CAS
-  to ``(L, READING, me)``, help ``head`` on, copy out, and release with CAS
-  ``(L, READING, me) -> (L+1, FREE, 0)``, which makes the slot free for the
-  producer of ``pos + capacity``. ``(L, FREE)`` or a lap ``L-1`` word means
-  empty; ``(L, WRITING)`` means a producer is mid-copy: wait for it.
+  ``(slot, lap)`` names one position. Then record who it is (below), CAS ``tail``
+  from ``pos`` to ``pos+1`` (helping), copy the data and length in, and publish
+  with CAS ``(L, WRITING, me) -> (L, FULL, 0)``. A word already claimed for ``L``
+  means ``tail`` is stale: help it on and retry. A word of lap ``L-1`` means the
+  ring is full at ``pos``.
+* consumer: read ``head``; if the word is ``(L, FULL, 0)``, CAS it to
+  ``(L, READING, me)``, record, help ``head`` on, read the length, copy out, and
+  release with CAS ``(L, READING, me) -> (L+1, FREE, 0)``, which makes the slot
+  free for the producer of ``pos + capacity``. ``(L, FREE)`` or ``(L-1, READING)``
+  means empty; ``(L, WRITING)`` means a producer is mid-copy: wait for it.
 
 ``head``/``tail`` are hints that are never ahead of the truth (a position is
 passed only after its slot was seen claimed), so any process can repair them,
 and no process ever needs to finish another's step for the ring to move on --
-except the step of an owner that died.
+except the step of an owner that is gone.
 
 Exactly once and FIFO: a message is taken by the one consumer whose CAS moved
 its word from FULL to READING; positions are claimed in order, so with one
 producer the order is total, and with many each producer's order is kept.
 
-Crash safety (SIGKILL at any instruction)
------------------------------------------
-Killing a process can only leave words it owned in WRITING or READING, each
-naming its pid, and ``head``/``tail`` one step behind (which the next caller
-repairs). A waiter that finds the word it waits on unchanged for 2 ms checks
-the owner (``kill(pid, 0)``, then ``/proc/pid/stat`` for zombies) every 5 ms;
-if the owner is dead it CASes that exact word to ``(L+1, FREE, 0)``: the slot
-counts as consumed and ``stat``'s ``abandoned`` counter goes up.
+What is checked (the segment is input)
+--------------------------------------
+Every process that opened the queue can write anything anywhere in the segment,
+so nothing read from it is used before it is checked. A finding raises
+``CorruptError`` (errno EBADMSG) naming what and where (the C side leaves the
+details in a thread-local record, ``ipckit_shmq_last_problem``, so the hot calls
+keep their few arguments); the handle stays usable and closable.
+
+* Lengths: a message's length is read after its slot is claimed (it is stable
+  then) and must be at most the ``max_message_size`` attach validated -- so no
+  copy ever leaves the slot, let alone the mapping. A bad length is a
+  ``CorruptError`` and that message is dropped (``ring_info()["dropped"]``), so the
+  queue goes on. Every result (a length, a position, an offset) comes back in a
+  named struct and every error as ``-errno``, never one in the other.
+* Words: the fast path of a claim compares the whole word with the one expected.
+  Any other word is judged against the hint it was reached by, and is legal only
+  as some sequence of protocol steps leaves it: for the writer at ``tail = pos``,
+  ``(L, taken)`` (tail lags by one), ``(L-1, not FREE)`` (full) or ``(L+1, FREE)``
+  (the position was claimed and its owner recovered before tail moved); for the
+  reader at ``head = pos``, ``(L, READING)``, ``(L, FREE)``, ``(L, WRITING)``,
+  ``(L-1, READING)``, or a later lap for a position that ``tail`` has already
+  passed. A FREE or FULL word carries no pid, a WRITING or READING word one. A
+  word that breaks these rules is corrupt only if ``hint`` and word read again are
+  unchanged (a consistent snapshot; laps and hints only grow), else it was a
+  stale look and is looked at again. So a lap far ahead (the 2**40-lap spin of
+  issue 9) is one ``CorruptError``, not 2**40 steps of "help tail on". A corrupt
+  word stays where it is: every call that reaches it fails again, until the
+  queue is made anew. A reader that sleeps on an empty position checks that
+  ``head`` is not past ``tail + 1``.
+* Loops: one look follows the hint at most 64 positions, then the caller checks
+  ``closing``, its deadline and (sleeping) interrupts before looking again; no
+  futex sleep is longer than 200 ms, so a lost wake-up (a peer scribbling on the
+  event words) costs at most that; ``deadline=0`` gives up after 64 looks
+  without ever sleeping. ``close()`` waits only for calls that each return
+  within one such step.
+* A shrunken file: a peer that ``ftruncate``\\ s the segment takes the pages
+  from under every mapping, and the next access raises SIGBUS. The first queue
+  a process opens installs a SIGBUS handler (chaining to the previous one) that
+  recognises a fault inside a mapped queue, maps anonymous zero pages over the
+  rest of that mapping and marks the handle broken: the access completes
+  (reading zeros), whether it was C's copy or Python's (``recv`` of a large
+  message, a ``recv_view``), and the call fails with ``CorruptError``. What
+  cannot be prevented: a SIGBUS handler installed later that does not chain
+  to this one (``faulthandler.enable()`` after the first queue was opened)
+  ends the protection, and an array a user made from a ``recv_view`` and kept
+  after ``close()`` is the user's own read.
+* What no check can catch: a peer can write a plausible length or word, or
+  overwrite data, and a reader then gets those bytes (never more than a slot).
+  Exactly-once and order are promises between honest processes.
+
+Liveness: taking over a slot only from an owner provably gone
+-------------------------------------------------------------
+Killing a process can leave words it owned in WRITING or READING. A waiter that
+finds the word it waits on unchanged for 2 ms asks, every 5 ms, whether the
+owner is provably gone -- the same pid with the same start time no longer exists
+-- and only then CASes that exact word to ``(L+1, FREE, 0)``: the slot counts as
+consumed and ``ring_info()["abandoned"]`` goes up. The 22 pid bits leave no room
+in the word for more, so right after its claim CAS an owner records in its slot
+header its start time (``/proc/self/stat`` field 22), pid namespace and time
+namespace (``/proc/self/ns/*`` inodes), then a tag: the claim word those belong
+to. The judgement (``shmq_owner_gone``; ``csrc/procid.c`` reads /proc):
+
+* ``kill(pid, 0)`` says ESRCH, or the process is a zombie with no live thread: gone.
+  EPERM means it exists. A zombie leader whose other threads still run is alive.
+* /proc does not show it (``hidepid``, a /proc of another pid namespace): alive.
+* The record's pid namespace differs from the checker's: alive -- a pid means a
+  process only in the namespace it was taken in. (Unknown namespaces, 0 on a
+  system without ``/proc/self/ns``, compare equal.)
+* Recorded start time (same time namespace) differs from the pid's current one:
+  gone -- the pid was reused, so a reused pid never blocks a slot.
+* The owner died between its claim CAS and its record (a few instructions): the
+  tag does not match. Then its namespace is the creator's unless a process of
+  another namespace ever attached (``foreign_ns``; then nothing can be proven and
+  the slot stays held -- documented, and the only case where a dead owner holds a
+  slot for good); and a process now holding the pid is gone-proof only if it
+  started after the checker first saw the claim (its start time, in boot clock
+  ticks, is later than the checker's ``CLOCK_BOOTTIME`` at that moment), since
+  the owner existed before that.
+
+Every doubt is "alive": a live owner wrongly taken for dead would have two
+processes in one slot, a slot held too long only delays. A record is read
+against the word it is for, and the recovery CAS names the exact word, so a
+record read while a new owner writes it can only be used for a word that is no
+longer there (the CAS fails). Publish and release are CAS from the owner's own
+word, so even an owner wrongly judged dead cannot overwrite the slot's new life:
+its CAS fails and its call raises ``IPCError(ESTALE)`` (a receiver then discards
+what it copied).
 
 * A producer killed before its claim CAS left nothing; after it, before its
   publish CAS, the slot is WRITING: a half-written message is never FULL, so it
   is never delivered; it is dropped by recovery.
 * A consumer killed after its claim CAS took the message with it (it was
   delivered to that process, at most once); the slot is freed by recovery.
-* Publish and release are CAS from the owner's own word, so even an owner
-  wrongly judged dead cannot overwrite the slot's new life: its CAS fails and
-  its call raises ``IPCError(ESTALE)`` (a receiver then discards what it copied,
-  which might be torn).
 * A waiter killed while asleep leaves at most a stale ``sleepers`` flag, which
   costs one spurious wake-up.
 
-Assumptions: every user of a queue is in one pid namespace (pids are compared);
-a dead owner's pid reused by a new process looks alive, so the slot waits until
-that process exits too (no corruption, a delay); a process whose main thread
-exits while others run looks like a zombie. Pids must fit 22 bits (Linux's
-maximum ``pid_max`` is 2**22).
+Pids fit 22 bits (Linux's maximum ``pid_max`` is 2**22).
 
 Waiting without burning a CPU
 -----------------------------
@@ -100,19 +179,34 @@ A blocked call spins (with ``pause``) for ``spin_time`` (default 20 us, enough
 to catch a Python peer's reply in a ping-pong; adaptive: a spin that ends in a
 sleep anyway halves the next one, down to none with a full probe every 16th
 wait, because when both processes share one CPU the spinner only delays the
-peer it waits for), then sleeps on the event's
-futex word (shared, not PRIVATE) with a relative timeout recomputed from an
-absolute CLOCK_MONOTONIC deadline: it sets ``sleepers``, re-checks the ring,
-and waits on the ``seq`` value it read before. Whoever makes progress does a
-seq_cst CAS, then reads ``sleepers``; only if it is set does it clear it, bump
-``seq`` and ``FUTEX_WAKE`` -- so the uncontended path makes no system call, and
-by the seq_cst order either the sleeper sees the progress or the waker sees the
-flag. While spinning, a waiter pauses longer and longer (1 to 16 ``pause``)
-between looks: each look pulls the slot's cache line away from the process
-about to write it. cffi releases the GIL around every call, spins and sleeps
-included; it has no per-function switch, and the release costs ~30-50 ns of
-the ~150 ns a non-blocking call costs, so the hot paths instead keep the
-number of calls and arguments down.
+peer it waits for), then sleeps on the event's futex word (shared, not PRIVATE)
+with a relative timeout recomputed from an absolute CLOCK_MONOTONIC deadline: it
+sets ``sleepers``, re-checks the ring, and waits on the ``seq`` value it read
+before. Whoever makes progress does a seq_cst CAS, then reads ``sleepers``; only
+if it is set does it clear it, bump ``seq`` and ``FUTEX_WAKE`` -- so the
+uncontended path makes no system call, and by the seq_cst order either the
+sleeper sees the progress or the waker sees the flag. While spinning, a waiter
+pauses longer and longer (1 to 16 ``pause``) between looks: each look pulls the
+slot's cache line away from the process about to write it. cffi releases the
+GIL around every call, spins and sleeps included.
+
+Timed calls, ``_wait.retry`` and ``ipckit.aio``
+-----------------------------------------------
+Each operation is an *attempt* (``_attempt_send``, ``_attempt_recv``,
+``_attempt_recv_into``, ``_attempt_recv_view``, ``_attempt_recv_many``,
+``_attempt_send_many``): one C call with the attempt's limit as its deadline,
+returning the result or ``WOULD_BLOCK`` (deadline passed, would block, EINTR).
+The C call waits on the futex itself, so the synchronous waiter is ``NO_WAIT``:
+timed calls run ``_wait.retry(attempt, deadline, what)``; blocking calls
+(``timeout=None``) make the one C call directly and fall into ``retry`` only on
+EINTR. With ``limit=NOW`` an attempt never blocks (no spin, no sleep, at most 64
+looks at the ring). ``ipckit.aio`` drives the same attempts with ``NOW`` and waits
+in a worker thread with ``_send_waiter()`` / ``_recv_waiter()`` (``_Ready``): the C
+call ``ipckit_shmq_wait_ready`` sleeps as a blocked claim would -- as a sleeper
+that senders or receivers wake -- and returns as soon as a claim may succeed,
+claiming nothing, so a cancelled wait consumed nothing; ``_Ready.interrupt()``
+ends a wait early. An attempt must be called in the thread that made it (the
+opening thread's attempts use its private receive buffer).
 
 The Python hot paths
 --------------------
@@ -121,9 +215,9 @@ it interpreter and cffi call overhead, so each does one C call: ``send`` passes
 ``bytes`` as they are (cffi hands C their storage) and other buffers through
 one ``ffi.from_buffer``; ``recv`` in the thread that opened the handle calls
 ``ipckit_shmq_recv_scratch(h, deadline)``, which copies the message into the
-handle's buffer, and makes the result with one slice of an ``ffi.buffer`` over
-it (other threads pass a buffer of their own). A deadline is computed only if
-a timeout was given. ``send_many``/``recv_many`` move a batch in one C call:
+handle's buffer and its length into the handle's result struct, and makes the
+result with one slice of an ``ffi.buffer`` over it (other threads pass a
+buffer of their own). ``send_many``/``recv_many`` move a batch in one C call:
 a list of ``bytes`` is checked and measured in C-level loops and joined once;
 ``recv_many`` copies the batch out with one ``tobytes`` and cuts it with bytes
 slices. Across two CPUs the ring itself moves ~10 M messages/s from C, single
@@ -138,6 +232,16 @@ calls is inside C, releases any ``recv_view`` still held, and only then unmaps,
 so closing from another thread never makes a call touch unmapped memory. If a
 ``recv_view`` memoryview was exported further (``numpy.frombuffer``), the
 mapping stays until that export is dropped.
+
+Growing the protocol
+--------------------
+A later layout can carry a message over several consecutive slots (a record of
+k positions): the producer claims k positions in order, each by the same CAS,
+marking all but the first as continuations, and publishes the first last; a
+consumer claims the first and then the rest, which no other consumer can take
+because their words say "continuation of a READING record". The checks above
+extend to it: a continuation's lap and the record's total length are input like
+any other. A new layout means a new ``IPCKIT_SHMQ_VERSION``.
 """
 
 from __future__ import annotations
@@ -146,21 +250,21 @@ import array
 import errno
 import io
 import itertools
-import math
 import mmap
 import os
 import stat as _stat
 import threading
 import time
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from ._data import byte_view
-from ._errors import ExistsError, IPCError, MessageTooLarge, Timeout, closed_error, error_from_errno, translate_oserror
+from ._errors import CorruptError, ExistsError, IPCError, MessageTooLarge, Timeout, closed_error, error_from_errno, translate_oserror
 from ._ffi import ffi, lib
 from ._mqueue import Message, MessageQueue, MessageQueueStat, check_priority, check_receive_type, check_send_type, too_large
 from ._naming import check_positive_int
 from ._resource import FdHolder
-from ._timeouts import check_timeout
+from ._timeouts import FOREVER, Deadline, check_timeout
+from ._wait import NOW, WOULD_BLOCK, Waiter, retry
 
 SHM_DIR = "/dev/shm"
 DEFAULT_MAX_MESSAGES = 1024
@@ -173,8 +277,10 @@ _BATCH = 256 * 1024
 # Prefault the mapping (MAP_POPULATE) for segments up to this size.
 _POPULATE_LIMIT = 256 * 1024 * 1024
 
-_EINTR, _EAGAIN, _ETIMEDOUT, _EBADF, _EMSGSIZE, _ESTALE = (
-    -errno.EINTR, -errno.EAGAIN, -errno.ETIMEDOUT, -errno.EBADF, -errno.EMSGSIZE, -errno.ESTALE)
+_EINTR, _EAGAIN, _ETIMEDOUT, _EBADF, _EMSGSIZE, _ESTALE, _EBADMSG = (
+    -errno.EINTR, -errno.EAGAIN, -errno.ETIMEDOUT, -errno.EBADF, -errno.EMSGSIZE, -errno.ESTALE, -errno.EBADMSG)
+# What an attempt reports as WOULD_BLOCK: it could not complete within its limit.
+_NOT_YET = frozenset((_EINTR, _EAGAIN, _ETIMEDOUT))
 
 _get_ident = threading.get_ident
 _monotonic_ns = time.monotonic_ns  # CLOCK_MONOTONIC on Linux: the clock the C side uses
@@ -183,9 +289,9 @@ _recv = lib.ipckit_shmq_recv
 _recv_scratch = lib.ipckit_shmq_recv_scratch
 _recv_many = lib.ipckit_shmq_recv_many
 _from_buffer = ffi.from_buffer
-_HELD = lib.IPCKIT_SHMQ_HELD
 _accumulate = itertools.accumulate
 _is_bytes = bytes.__instancecheck__
+_NULL = ffi.NULL
 
 
 def _path(name: str) -> str:
@@ -193,14 +299,41 @@ def _path(name: str) -> str:
     return SHM_DIR + name
 
 
-def _deadline_ns(timeout: object) -> int:
-    """The absolute CLOCK_MONOTONIC deadline for the C side: -1 none, 0 don't block."""
-    seconds = check_timeout(timeout)
-    if seconds is None:
-        return -1
-    if seconds == 0:
+def _limit_ns(limit: Deadline) -> int:
+    """The C deadline for an attempt's *limit*: -1 none, 0 never block, else an
+    absolute CLOCK_MONOTONIC time in ns (rounded up: never early)."""
+    if limit is NOW:
         return 0
-    return _monotonic_ns() + max(1, math.ceil(seconds * 1e9))
+    left = limit.remaining_ns()
+    if left <= 0:
+        return left  # -1: no deadline; 0: expired
+    return _monotonic_ns() + left
+
+
+def _pointer(data: Any) -> tuple:
+    """``(pointer, nbytes)`` for C over any C-contiguous bytes-like object, no copy."""
+    cls = data.__class__
+    if cls is bytes:  # cffi passes the bytes' own storage: no buffer to acquire
+        return data, len(data)
+    if cls is bytearray:
+        return _from_buffer(data), len(data)
+    view = data if cls is memoryview and data.c_contiguous else byte_view(data)
+    return _from_buffer(view), view.nbytes
+
+
+def _run(attempt: Callable[[Deadline], Any], deadline: Deadline, what: str) -> Any:
+    """Run an attempt: a blocking call (``FOREVER``) directly, into ``retry`` only on
+    EINTR; a timed one through ``retry``."""
+    if deadline is FOREVER:
+        result = attempt(FOREVER)
+        if result is not WOULD_BLOCK:
+            return result
+    return retry(attempt, deadline, what)
+
+
+class _CorruptHeader(CorruptError, ValueError):
+    """A segment with our magic and version whose header disagrees with itself or
+    with its size: corrupt content, and (as ``open()`` always said) a ``ValueError``."""
 
 
 class _HeldMessage:
@@ -246,6 +379,65 @@ class _HeldMessage:
             pass
 
 
+class _Ready(Waiter):
+    """Wait, claiming nothing, until a send (*writer*) or a receive on *queue* may
+    succeed, or the deadline passes: ``ipckit_shmq_wait_ready``, which sleeps on the
+    ring's futex as a blocked claim would (with the GIL released). For ``ipckit.aio``,
+    which calls ``wait()`` in a worker thread; ``interrupt()`` (from any thread) makes
+    a pending ``wait()`` return at once. A closed queue returns at once too: the
+    next attempt raises ``ClosedError``."""
+
+    __slots__ = ("_queue", "_writer")
+
+    def __init__(self, queue: "ShmMessageQueue", writer: bool) -> None:
+        self._queue = queue
+        self._writer = 1 if writer else 0
+
+    def wait(self, deadline: Deadline) -> None:
+        queue = self._queue
+        rc = lib.ipckit_shmq_wait_ready(queue._h, self._writer, _limit_ns(deadline), _NULL)
+        if rc and rc not in _NOT_YET and rc != _EBADF:
+            raise queue._error(rc, "wait")
+
+    def interrupt(self) -> None:
+        lib.ipckit_shmq_interrupt(self._queue._h)
+
+    def __repr__(self) -> str:
+        return f"_Ready({self._queue.name!r}, {'send' if self._writer else 'recv'})"
+
+
+class _SendBatch:
+    """The attempt of ``send_many``: sends what is left of a joined batch, keeping
+    count in ``sent`` across attempts."""
+
+    __slots__ = ("_queue", "_data", "_lens", "_lens_ptr", "_res", "sent", "_offset")
+
+    def __init__(self, queue: "ShmMessageQueue", data: bytes, lens: array.array) -> None:
+        self._queue = queue
+        self._data = _from_buffer(data)
+        self._lens = lens
+        self._lens_ptr = ffi.from_buffer("uint64_t[]", lens)
+        self._res = ffi.new("ipckit_shmq_result *")
+        self.sent = 0
+        self._offset = 0
+
+    def __call__(self, limit: Deadline) -> Any:
+        queue, res, sent, lens = self._queue, self._res, self.sent, self._lens
+        count = len(lens)
+        rc = lib.ipckit_shmq_send_many(queue._h, self._data + self._offset, self._lens_ptr + sent, count - sent,
+                                       _limit_ns(limit), res)
+        moved = int(res.count)
+        self._offset += sum(lens[sent : sent + moved])
+        self.sent = sent + moved
+        if not rc:
+            return self.sent
+        if rc in _NOT_YET:
+            return WOULD_BLOCK
+        exc = queue._error(rc, "send_many")
+        exc.sent = self.sent  # type: ignore[attr-defined]
+        raise exc
+
+
 class ShmMessageQueue(MessageQueue):
     """``MessageQueue(backend="shm")``: a FIFO ring in POSIX shared memory.
 
@@ -254,7 +446,8 @@ class ShmMessageQueue(MessageQueue):
     ``max_messages`` defaults to 1024 and ``max_message_size`` to 8192.
     ``priority`` must be 0 (the queue is FIFO; anything else is ``ValueError``);
     ``type`` is checked and ignored, as on POSIX queues. There is no file
-    descriptor to poll: ``fileno()`` raises ``io.UnsupportedOperation``.
+    descriptor to poll: ``fileno()`` raises ``io.UnsupportedOperation``. Content
+    of the segment that no honest peer writes raises ``CorruptError``.
     """
 
     backend = "shm"
@@ -265,32 +458,36 @@ class ShmMessageQueue(MessageQueue):
         self._mm = mm
         self._base = ffi.from_buffer(mm)
         h = ffi.new("ipckit_shmq *")
-        version = ffi.new("uint32_t *")
-        rc = lib.ipckit_shmq_attach(h, self._base, size, version)
-        if rc != 0:
+        self._h = h
+        if lib.ipckit_shmq_attach(h, self._base, size) != 0:
+            error = self._attach_error()
             self._unmap()
             self._fd.close()
-            raise _attach_error(rc, name, version[0])
+            raise error
         h.spin_ns = h.spin_cur = int(DEFAULT_SPIN_TIME * 1e9)
-        self._h = h
-        info = ffi.new("uint64_t[8]")
+        info = ffi.new("ipckit_shmq_info *")
         lib.ipckit_shmq_stat(h, info)
-        self._capacity = int(info[0])
-        self._max = int(info[2])
+        self._capacity = int(info.capacity)
+        self._max = int(info.max_msg)
         self._size = size
         self._mv = memoryview(mm)
         self._tid = _get_ident()
         self._small = max(1, min(self._max, _SMALL))
-        # The creating thread's receive buffer: recv() copies a message into it in
-        # the C call and makes the bytes from it (self._fb[0:n], one more copy,
-        # cheaper than any per-call buffer). Other threads never touch it.
+        # The creating thread's receive buffer and result: recv() copies a message
+        # into it in the C call and makes the bytes from it (self._fb[0:n], one more
+        # copy, cheaper than any per-call buffer). Other threads never touch them.
         self._scratch = bytearray(self._small)
         self._scratch_ptr = ffi.from_buffer(self._scratch)
         self._scratch_mv = memoryview(self._scratch)
         self._fb = ffi.buffer(self._scratch_ptr, self._small)
         h.scratch = self._scratch_ptr
         h.scratch_cap = self._small
-        self._out = h.out
+        self._res = ffi.addressof(h, "res")
+        # recv()'s one read of the result is its length, through a memoryview of the
+        # struct (an item of a memoryview costs a third of a named field's look-up);
+        # the message was held in its slot instead iff it is longer than the buffer.
+        assert ffi.offsetof("ipckit_shmq_result", "len") == 0
+        self._res_mv = memoryview(ffi.buffer(self._res)).cast("Q")
         self._batch: Optional[tuple] = None
         self._held: set = set()
         self._closed = False
@@ -301,13 +498,13 @@ class ShmMessageQueue(MessageQueue):
     def _create(cls, name: str, *, max_messages: Optional[int], max_message_size: Optional[int], mode: int) -> "ShmMessageQueue":
         capacity = DEFAULT_MAX_MESSAGES if max_messages is None else max_messages
         max_size = DEFAULT_MAX_MESSAGE_SIZE if max_message_size is None else max_message_size
-        stride = ffi.new("uint64_t *")
-        size = lib.ipckit_shmq_layout(capacity, max_size, stride)
-        if size == 0:
+        layout = ffi.new("ipckit_shmq_info *")
+        if capacity >= 1 << 64 or max_size >= 1 << 64 or lib.ipckit_shmq_layout(capacity, max_size, layout) != 0:
             raise ValueError(
                 f"max_messages={capacity} x max_message_size={max_size} is too large for a shm queue "
                 "(max_message_size <= 2**48, max_messages <= 2**38, segment <= 2**56 bytes)"
             )
+        size = int(layout.size)
         _check_space(size, capacity, max_size)
         path = _path(name)
         if os.path.lexists(path):  # early and cheap; link() below decides races
@@ -346,7 +543,7 @@ class ShmMessageQueue(MessageQueue):
     @classmethod
     def _open(cls, name: str) -> "ShmMessageQueue":
         with translate_oserror("shm_open", filename=name):
-            fd = os.open(_path(name), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = os.open(_path(name), os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             st = os.fstat(fd)
             if not _stat.S_ISREG(st.st_mode):
@@ -370,30 +567,40 @@ class ShmMessageQueue(MessageQueue):
         ``close()``."""
         if priority or type != 1:
             self._check_send_extras(priority, type)
-        cls = data.__class__
-        if cls is bytes:  # cffi passes the bytes' own storage: no buffer to acquire
-            n = len(data)
-            ptr = data
-        elif cls is bytearray:
-            n = len(data)
-            ptr = _from_buffer(data)
-        elif cls is memoryview and data.c_contiguous:
-            n = data.nbytes
-            ptr = _from_buffer(data)
+        if data.__class__ is bytes:
+            ptr, n = data, len(data)
         else:
-            view = byte_view(data)
-            n = view.nbytes
-            ptr = _from_buffer(view)
-        deadline = -1 if timeout is None else _deadline_ns(timeout)
-        rc = _send(self._h, ptr, n, deadline)  # checks the size before anything else
-        if not rc:
-            return
-        while rc == _EINTR:  # a Python signal handler runs here; same deadline
-            rc = _send(self._h, ptr, n, deadline)
-        if rc:
-            if rc == _EMSGSIZE:
-                raise too_large(n, self._max, self)
-            raise self._error(rc, "send", timeout)
+            ptr, n = _pointer(data)
+        if timeout is None:
+            rc = _send(self._h, ptr, n, -1)  # checks the size before anything else
+            if not rc:
+                return
+            if rc != _EINTR:
+                raise self._send_error(rc, n, "send")
+            deadline = FOREVER
+        else:
+            deadline = Deadline.from_user(timeout)
+        retry(self._sender(ptr, n), deadline, "send")
+
+    def _attempt_send(self, data: Any) -> Callable[[Deadline], Any]:
+        """The attempt of ``send(data)`` (see the module notes)."""
+        return self._sender(*_pointer(data))
+
+    def _sender(self, ptr: Any, n: int) -> Callable[[Deadline], Any]:
+        h = self._h
+
+        def attempt(limit: Deadline) -> Any:
+            rc = _send(h, ptr, n, _limit_ns(limit))
+            if not rc:
+                return None
+            if rc in _NOT_YET:
+                return WOULD_BLOCK
+            raise self._send_error(rc, n, "send")
+
+        return attempt
+
+    def _send_waiter(self) -> _Ready:
+        return _Ready(self, writer=True)
 
     def send_many(self, messages: Iterable[Any], *, timeout: Optional[float] = None) -> None:
         """Send each of *messages* in order, in one C call for small ones.
@@ -402,6 +609,29 @@ class ShmMessageQueue(MessageQueue):
         with ``exc.sent`` = how many messages were enqueued (the rest were not).
         Every message is checked (type, ``MessageTooLarge``) before any is sent.
         """
+        batch = self._attempt_send_many(messages)
+        deadline = Deadline.from_user(timeout)
+        if batch is None:
+            return
+        if isinstance(batch, _SendBatch):
+            try:
+                _run(batch, deadline, "send_many")
+            except Timeout as exc:
+                exc.sent = batch.sent  # type: ignore[attr-defined]
+                raise
+            return
+        items, lens = batch
+        for sent, item in enumerate(items):  # big messages: joining them would cost a copy each
+            try:
+                _run(self._sender(item if item.__class__ is bytes else _from_buffer(item), lens[sent]), deadline, "send_many")
+            except IPCError as exc:
+                exc.sent = sent  # type: ignore[attr-defined]
+                raise
+
+    def _attempt_send_many(self, messages: Iterable[Any]) -> Any:
+        """Check every message of a batch, then: None (nothing to send), a
+        ``_SendBatch`` attempt (``.sent`` counts), or ``(items, lens)`` of a batch
+        too big to join, sent one ``_sender`` attempt per message."""
         items = messages if messages.__class__ is list else list(messages)
         limit = self._max
         if all(map(_is_bytes, items)):  # the common case, in C-level loops
@@ -423,39 +653,12 @@ class ShmMessageQueue(MessageQueue):
                 views.append(item)
                 lens.append(n)
             items = views
-        deadline = -1 if timeout is None else _deadline_ns(timeout)
         self._check_open()
         if not items:
-            return
-        if sum(lens) > _BATCH:  # big messages: joining them would cost a copy each
-            self._send_each(items, lens, deadline, timeout)
-            return
-        data = b"".join(items)
-        err = ffi.new("int64_t *")
-        data_ptr = ffi.from_buffer(data)
-        lens_ptr = ffi.from_buffer("uint64_t[]", lens)
-        count = len(items)
-        sent = 0
-        while True:
-            sent += lib.ipckit_shmq_send_many(self._h, data_ptr, lens_ptr + sent, count - sent, deadline, err)
-            if err[0] != _EINTR:
-                break
-            data_ptr = ffi.from_buffer(data) + sum(lens[:sent])
-        if err[0]:
-            exc = self._error(err[0], "send_many", timeout)
-            exc.sent = sent  # type: ignore[attr-defined]
-            raise exc
-
-    def _send_each(self, items: list, lens: array.array, deadline: int, timeout: object) -> None:
-        for sent, item in enumerate(items):
-            ptr = item if item.__class__ is bytes else _from_buffer(item)
-            rc = _send(self._h, ptr, lens[sent], deadline)
-            while rc == _EINTR:
-                rc = _send(self._h, ptr, lens[sent], deadline)
-            if rc:
-                exc = self._error(rc, "send_many", timeout)
-                exc.sent = sent  # type: ignore[attr-defined]
-                raise exc
+            return None
+        if sum(lens) > _BATCH:
+            return items, lens
+        return _SendBatch(self, b"".join(items), lens)
 
     def _check_send_extras(self, priority: object, type_: object) -> None:
         # One send() signature serves every backend, and each ignores the argument it
@@ -468,22 +671,50 @@ class ShmMessageQueue(MessageQueue):
 
     def recv(self, *, timeout: Optional[float] = None) -> bytes:
         """Take the next message; ``Timeout`` if none arrives within *timeout*."""
-        deadline = -1 if timeout is None else _deadline_ns(timeout)
+        if timeout is None and _get_ident() == self._tid:
+            rc = _recv_scratch(self._h, -1)  # into self._scratch, the result in h.res
+            if not rc:
+                n = self._res_mv[0]
+                if n <= self._small:
+                    return self._fb[0:n]
+                return self._take_held(self._res)
+            if rc != _EINTR:
+                raise self._error(rc, "recv")
+            deadline = FOREVER
+        else:
+            deadline = Deadline.from_user(timeout)
+        return retry(self._attempt_recv(), deadline, "recv")  # type: ignore[no-any-return]
+
+    def _attempt_recv(self) -> Callable[[Deadline], Any]:
+        """The attempt of ``recv()``; call it in the thread that made it."""
+        h = self._h
         if _get_ident() == self._tid:
-            rc = _recv_scratch(self._h, deadline)  # into self._scratch, result words in h.out
-            if 0 <= rc < _HELD:
-                return self._fb[0:rc]
-            out = self._out
-        else:  # the per-handle buffer belongs to the creating thread
-            out = ffi.new("int64_t[4]")
-            rc = _recv(self._h, ffi.NULL, 0, 0, deadline, out)
-        while rc == _EINTR:
-            rc = _recv(self._h, ffi.NULL, 0, 0, deadline, out)
-        if rc < 0:
-            raise self._error(rc, "recv", timeout)
-        if rc >= _HELD:
-            return self._take_held(out)
-        return b""  # an empty message, taken without a buffer
+            res, res_mv, fb, small = self._res, self._res_mv, self._fb, self._small
+
+            def attempt(limit: Deadline) -> Any:
+                rc = _recv_scratch(h, _limit_ns(limit))
+                if not rc:
+                    n = res_mv[0]
+                    return fb[0:n] if n <= small else self._take_held(res)
+                if rc in _NOT_YET:
+                    return WOULD_BLOCK
+                raise self._error(rc, "recv")
+
+        else:  # the per-handle buffer belongs to the opening thread
+            res = ffi.new("ipckit_shmq_result *")
+
+            def attempt(limit: Deadline) -> Any:
+                rc = _recv(h, _NULL, 0, 0, _limit_ns(limit), res)
+                if not rc:
+                    return self._take_held(res) if res.held else b""  # b"": an empty message
+                if rc in _NOT_YET:
+                    return WOULD_BLOCK
+                raise self._error(rc, "recv")
+
+        return attempt
+
+    def _recv_waiter(self) -> _Ready:
+        return _Ready(self, writer=False)
 
     def receive(self, *, type: int = 0, timeout: Optional[float] = None) -> Message:
         """``Message(data)``; shm queues have no types, so *type* must be 0."""
@@ -495,22 +726,30 @@ class ShmMessageQueue(MessageQueue):
         """Copy the next message into *buffer* (writable, C-contiguous) and return
         its length. A message longer than *buffer* raises ``MessageTooLarge`` and
         stays queued."""
+        deadline = Deadline.from_user(timeout)
+        return _run(self._attempt_recv_into(buffer), deadline, "recv_into")  # type: ignore[no-any-return]
+
+    def _attempt_recv_into(self, buffer: Any) -> Callable[[Deadline], Any]:
         view = byte_view(buffer, "buffer")
         if view.readonly:
             raise TypeError("buffer must be writable")
-        deadline = -1 if timeout is None else _deadline_ns(timeout)
-        out = self._out if _get_ident() == self._tid else ffi.new("int64_t[4]")
-        ptr = ffi.from_buffer(view)
+        h = self._h
+        res = self._res if _get_ident() == self._tid else ffi.new("ipckit_shmq_result *")
+        ptr = _from_buffer(view)
         n = view.nbytes
-        rc = _recv(self._h, ptr, n, 1, deadline, out)
-        while rc == _EINTR:
-            rc = _recv(self._h, ptr, n, 1, deadline, out)
-        if rc == _EMSGSIZE:
-            raise MessageTooLarge(
-                errno.EMSGSIZE, f"recv_into: the next message is {out[2]} bytes, over the {n}-byte buffer; it stays queued")
-        if rc < 0:
-            raise self._error(rc, "recv_into", timeout)
-        return rc
+
+        def attempt(limit: Deadline) -> Any:
+            rc = _recv(h, ptr, n, 1, _limit_ns(limit), res)
+            if not rc:
+                return res.len
+            if rc in _NOT_YET:
+                return WOULD_BLOCK
+            if rc == _EMSGSIZE:
+                raise MessageTooLarge(
+                    errno.EMSGSIZE, f"recv_into: the next message is {res.len} bytes, over the {n}-byte buffer; it stays queued")
+            raise self._error(rc, "recv_into")
+
+        return attempt
 
     def recv_view(self, *, timeout: Optional[float] = None) -> _HeldMessage:
         """Take the next message without copying it::
@@ -520,59 +759,76 @@ class ShmMessageQueue(MessageQueue):
 
         The slot stays claimed (the ring cannot reuse it) until the ``with`` block
         ends; the view is released then and raises ``ValueError`` on any use.
-        ``Timeout`` as for ``recv``."""
-        deadline = -1 if timeout is None else _deadline_ns(timeout)
-        out = ffi.new("int64_t[4]")
-        rc = _recv(self._h, ffi.NULL, 0, 0, deadline, out)
-        while rc == _EINTR:
-            rc = _recv(self._h, ffi.NULL, 0, 0, deadline, out)
-        if rc < 0:
-            raise self._error(rc, "recv_view", timeout)
-        if rc < _HELD:  # an empty message: nothing to hold
-            return _HeldMessage(self, -1, memoryview(b""))
-        offset, n = int(out[1]), int(out[2])
-        held = _HeldMessage(self, int(out[0]) - 1, self._mv[offset : offset + n].toreadonly())
-        self._held.add(held)
-        return held
+        ``Timeout`` as for ``recv``. Another process with write access to the
+        segment could change the bytes under the view: it is shared memory."""
+        deadline = Deadline.from_user(timeout)
+        return _run(self._attempt_recv_view(), deadline, "recv_view")  # type: ignore[no-any-return]
+
+    def _attempt_recv_view(self) -> Callable[[Deadline], Any]:
+        h = self._h
+        res = ffi.new("ipckit_shmq_result *")
+
+        def attempt(limit: Deadline) -> Any:
+            rc = _recv(h, _NULL, 0, 0, _limit_ns(limit), res)
+            if rc:
+                if rc in _NOT_YET:
+                    return WOULD_BLOCK
+                raise self._error(rc, "recv_view")
+            if not res.held:  # an empty message: nothing to hold
+                return _HeldMessage(self, -1, memoryview(b""))
+            offset, n = int(res.offset), int(res.len)
+            held = _HeldMessage(self, int(res.pos), self._mv[offset : offset + n].toreadonly())
+            self._held.add(held)
+            return held
+
+        return attempt
 
     def recv_many(self, max_count: int = 128, *, timeout: Optional[float] = None) -> list:
         """Wait up to *timeout* for one message, then take up to *max_count*
         without waiting more; returns a non-empty list of ``bytes``."""
         check_positive_int(max_count, "max_count")
-        deadline = -1 if timeout is None else _deadline_ns(timeout)
+        deadline = Deadline.from_user(timeout)
+        return _run(self._attempt_recv_many(max_count), deadline, "recv_many")  # type: ignore[no-any-return]
+
+    def _attempt_recv_many(self, max_count: int) -> Callable[[Deadline], Any]:
         if _get_ident() == self._tid:
             if self._batch is None or len(self._batch[3]) < max_count:
                 buf = bytearray(max(_BATCH, self._small))
                 lens = array.array("Q", bytes(8 * max(max_count, 128)))
-                self._batch = (memoryview(buf), ffi.from_buffer(buf), len(buf), lens, ffi.from_buffer("uint64_t[]", lens))
+                self._batch = (memoryview(buf), _from_buffer(buf), len(buf), lens, ffi.from_buffer("uint64_t[]", lens))
             mv, ptr, cap, lens, lens_ptr = self._batch
-            out = self._out
+            res = self._res
         else:
             buf = bytearray(max(_BATCH, self._small))
             lens = array.array("Q", bytes(8 * max_count))
-            mv, ptr, cap, lens_ptr = memoryview(buf), ffi.from_buffer(buf), len(buf), ffi.from_buffer("uint64_t[]", lens)
-            out = ffi.new("int64_t[4]")
-        rc = _recv_many(self._h, ptr, cap, lens_ptr, max_count, deadline, out)
-        while rc == _EINTR:
-            rc = _recv_many(self._h, ptr, cap, lens_ptr, max_count, deadline, out)
-        if rc < 0:
-            raise self._error(rc, "recv_many", timeout)
-        if out[0]:
-            return [self._take_held(out)]
-        # One copy of the whole batch out of the buffer, then cut (bytes slicing is
-        # cheaper than a memoryview slice + tobytes per message).
-        blob = mv[: out[3]].tobytes()
-        result: list = []
-        append = result.append
-        start = 0
-        for end in _accumulate(lens[:rc]):
-            append(blob[start:end])
-            start = end
-        return result
+            mv, ptr, cap, lens_ptr = memoryview(buf), _from_buffer(buf), len(buf), ffi.from_buffer("uint64_t[]", lens)
+            res = ffi.new("ipckit_shmq_result *")
+        h = self._h
 
-    def _take_held(self, out: Any) -> bytes:
-        """Copy a message that recv() left claimed in its slot, then free the slot."""
-        pos, offset, n = int(out[0]) - 1, int(out[1]), int(out[2])
+        def attempt(limit: Deadline) -> Any:
+            rc = _recv_many(h, ptr, cap, lens_ptr, max_count, _limit_ns(limit), res)
+            if rc:
+                if rc in _NOT_YET:
+                    return WOULD_BLOCK
+                raise self._error(rc, "recv_many")
+            if res.held:
+                return [self._take_held(res)]
+            # One copy of the whole batch out of the buffer, then cut (bytes slicing
+            # is cheaper than a memoryview slice + tobytes per message).
+            blob = mv[: res.used].tobytes()
+            result: list = []
+            append = result.append
+            start = 0
+            for end in _accumulate(lens[: res.count]):
+                append(blob[start:end])
+                start = end
+            return result
+
+        return attempt
+
+    def _take_held(self, res: Any) -> bytes:
+        """Copy a message that a receive left claimed in its slot, then free the slot."""
+        pos, offset, n = int(res.pos), int(res.offset), int(res.len)
         try:
             data = self._mv[offset : offset + n].tobytes()
         finally:
@@ -590,7 +846,10 @@ class ShmMessageQueue(MessageQueue):
 
     def __len__(self) -> int:
         self._check_open()
-        return int(lib.ipckit_shmq_count(self._h))
+        count = ffi.new("uint64_t *")
+        if lib.ipckit_shmq_count(self._h, count):
+            raise closed_error(self)
+        return int(count[0])
 
     @property
     def max_messages(self) -> int:
@@ -632,12 +891,17 @@ class ShmMessageQueue(MessageQueue):
     def ring_info(self) -> dict:
         """The ring's internals: ``capacity``, ``slot_size`` (bytes per slot),
         ``segment_size``, ``head``/``tail`` positions, ``abandoned`` (slots
-        recovered from processes that died holding them), ``version``."""
+        recovered from processes that died holding them), ``dropped`` (messages
+        dropped for a corrupt length), ``version``."""
         self._check_open()
-        info = ffi.new("uint64_t[8]")
-        lib.ipckit_shmq_stat(self._h, info)
-        keys = ("capacity", "slot_size", "max_message_size", "segment_size", "head", "tail", "abandoned", "version")
-        return {k: int(info[i]) for i, k in enumerate(keys)}
+        info = ffi.new("ipckit_shmq_info *")
+        if lib.ipckit_shmq_stat(self._h, info):
+            raise closed_error(self)
+        return {
+            "capacity": int(info.capacity), "slot_size": int(info.stride), "max_message_size": int(info.max_msg),
+            "segment_size": int(info.size), "head": int(info.head), "tail": int(info.tail),
+            "abandoned": int(info.abandoned), "dropped": int(info.dropped), "version": int(info.version),
+        }
 
     def fileno(self) -> int:
         """A shm queue has no file descriptor to poll: ``io.UnsupportedOperation``."""
@@ -649,29 +913,49 @@ class ShmMessageQueue(MessageQueue):
         with translate_oserror("shm_unlink", filename=self.name):
             os.unlink(_path(self.name))
 
-    # ------------------------------------------------------------ close
+    # ------------------------------------------------------------ errors and close
 
-    def _error(self, rc: int, what: str, timeout: object = None) -> IPCError:
-        if rc == _EAGAIN or rc == _ETIMEDOUT:
-            return Timeout(errno.ETIMEDOUT, f"{what} timed out after {timeout} s")
+    def _send_error(self, rc: int, n: int, what: str) -> IPCError:
+        if rc == _EMSGSIZE:
+            return too_large(n, self._max, self)
+        return self._error(rc, what)
+
+    def _error(self, rc: int, what: str) -> IPCError:
         if rc == _EBADF:
             return closed_error(self)
+        if rc == _EBADMSG:
+            return CorruptError(f"{what}: shm queue {self.name!r} is corrupt: {_problem(self._max)}")
         if rc == _ESTALE:
-            return IPCError(errno.ESTALE, f"{what}: the slot was reclaimed: another process judged this one dead (are all users in one pid namespace?)")
+            return IPCError(errno.ESTALE, f"{what}: the slot was reclaimed: another process judged this one dead")
         return error_from_errno(-rc, what)
+
+    def _attach_error(self) -> Exception:
+        problem = _last_problem()
+        name = self.name
+        if problem.reason == lib.IPCKIT_SHMQ_NOT_READY:
+            return ValueError(f"{name!r} is not an ipckit shm queue (no magic number)")
+        if problem.reason == lib.IPCKIT_SHMQ_BAD_MAGIC:
+            return ValueError(f"{name!r} is not an ipckit shm queue (bad magic number)")
+        if problem.reason == lib.IPCKIT_SHMQ_BAD_VERSION:
+            return ValueError(
+                f"{name!r} is an ipckit shm queue of layout version {problem.value}; "
+                f"this ipckit reads version {lib.IPCKIT_SHMQ_VERSION}")
+        if problem.reason == lib.IPCKIT_SHMQ_SHRUNK:
+            return CorruptError(f"{name!r}: {_problem(0, problem)}")
+        return _CorruptHeader(errno.EBADMSG, f"{name!r} is not a valid ipckit shm queue (inconsistent header or size)")
 
     def _close(self) -> None:
         for held in list(self._held):
             try:
                 held.release()
-            except BufferError:
+            except (BufferError, IPCError):
                 pass
         lib.ipckit_shmq_close(self._h)  # no call of this handle is inside C after this
         self._unmap()
         self._fd.close()
 
     def _unmap(self) -> None:
-        for view in (getattr(self, "_mv", None), getattr(self, "_scratch_mv", None)):
+        for view in (getattr(self, "_mv", None), getattr(self, "_scratch_mv", None), getattr(self, "_res_mv", None)):
             if view is not None:
                 view.release()
         self._batch = None
@@ -680,16 +964,33 @@ class ShmMessageQueue(MessageQueue):
             self._mm.close()
         except BufferError:
             pass  # a user's export of a recv_view is alive; the mapping goes with it
+        lib.ipckit_shmq_detach(self._h)
 
 
-def _attach_error(rc: int, name: str, version: int) -> Exception:
-    if rc == -2:
-        return ValueError(f"{name!r} is not an ipckit shm queue (no magic number)")
-    if rc == -1:
-        return ValueError(f"{name!r} is not an ipckit shm queue (bad magic number)")
-    if rc == -3:
-        return ValueError(f"{name!r} is an ipckit shm queue of layout version {version}; this ipckit reads version {lib.IPCKIT_SHMQ_VERSION}")
-    return ValueError(f"{name!r} is not a valid ipckit shm queue (inconsistent header or size)")
+def _last_problem() -> Any:
+    problem = ffi.new("ipckit_shmq_problem *")
+    lib.ipckit_shmq_last_problem(problem)
+    return problem
+
+
+_STATES = ("FREE", "WRITING", "FULL", "READING")
+
+
+def _problem(max_size: int, problem: Any = None) -> str:
+    """What the last -EBADMSG of this thread found, in words."""
+    if problem is None:
+        problem = _last_problem()
+    reason, value, where = problem.reason, int(problem.value), int(problem.where)
+    if reason == lib.IPCKIT_SHMQ_BAD_LENGTH:
+        return f"slot {where} holds a message length of {value} bytes, over max_message_size={max_size} (the message was dropped)"
+    if reason == lib.IPCKIT_SHMQ_BAD_WORD:
+        return (f"slot {where} has the control word {value:#018x} (lap {value >> 24}, {_STATES[value >> 22 & 3]}, "
+                f"pid {value & 0x3FFFFF}), which no step of the protocol leaves there")
+    if reason == lib.IPCKIT_SHMQ_BAD_POSITION:
+        return f"the read position {value} is past the write position {where}"
+    if reason == lib.IPCKIT_SHMQ_SHRUNK:
+        return f"its file was truncated below the {where} bytes mapped (by another process)"
+    return f"reason {reason}, value {value}, at {where}"  # pragma: no cover - every reason is named above
 
 
 def _map(fd: int, size: int) -> mmap.mmap:

@@ -1,14 +1,26 @@
 """Build-only: compile ipckit's C binding module (cffi out-of-line API mode).
 
 Imported by setuptools through ``cffi_modules`` at install time, never at run time.
-The C side is kept in ``csrc/``: one concern per pair of files,
+The C side lives in ``csrc/``, one concern per name, and every concern is listed
+below -- nothing is picked up by globbing, and nothing depends on file order:
 
-    csrc/NAME.cdef   declarations cffi exposes to Python (no #include, no logic)
-    csrc/NAME.c      the #includes and tiny C shims behind those declarations
+    csrc/NAME.cdef   what cffi exposes to Python from that concern (declarations only)
 
-so a new binding is a new pair of files, and this script never changes. The pairs
-are concatenated in name order ("common" first). For a quick in-place rebuild while
-developing run ``python src/ipckit/_ffi/_build.py``.
+and then either
+
+* a **shim** (``SHIMS``): ``csrc/NAME.c`` holds tiny static C functions behind the
+  declarations. The module's own source is ``common.h`` followed by each shim in
+  the listed order; a shim may rely on the headers of ``common.h`` and includes
+  anything else it needs itself. ``common`` is first because it holds the version
+  function every build has.
+* or a **unit** (``UNITS``): ``csrc/NAME.c`` is compiled on its own
+  (``sources=``), and ``csrc/NAME.h`` declares what the module's source and other
+  units may call (the module's source includes it). The shm ring is a unit, so it
+  calls the futex wrapper and the process-identity check through their headers.
+
+A new binding is a new ``.cdef`` + ``.c`` pair (and a ``.h`` for a unit) and one
+line in a list below. For a quick in-place rebuild while developing run
+``python src/ipckit/_ffi/_build.py``.
 """
 
 from __future__ import annotations
@@ -21,6 +33,29 @@ from cffi import FFI
 HERE = pathlib.Path(__file__).resolve().parent
 CSRC = HERE / "csrc"
 
+#: Compiled into the module's own source, in this order, after common.h.
+SHIMS = (
+    "common",
+    "sigqueue",
+    "signal",
+    "posixmq",
+    "posixshm",
+    "posixsem",
+    "sysvmsg",
+    "sysvshm",
+    "sysvsem",
+    "sysvsemset",
+)
+
+#: Compiled as separate units, each with its header.
+UNITS = (
+    "futex",
+    "procid",
+    "shmqueue",
+)
+
+_CFLAGS = ["-O2", "-std=gnu11", "-Wall", "-Wno-unused-function", "-fvisibility=hidden"]
+
 
 def _package_version() -> str:
     text = (HERE.parent / "_version.py").read_text()
@@ -30,29 +65,27 @@ def _package_version() -> str:
     return match.group(1)
 
 
-def _concern_names() -> list[str]:
-    names = sorted(p.stem for p in CSRC.glob("*.cdef"))
-    names.remove("common")
-    return ["common", *names]
+def _cdef(name: str) -> str:
+    return f"/* ---- {name}.cdef ---- */\n" + (CSRC / f"{name}.cdef").read_text()
 
 
 def make_ffibuilder() -> FFI:
     builder = FFI()
-    cdefs, sources = [], []
-    for name in _concern_names():
-        cdefs.append(f"/* ---- {name}.cdef ---- */\n" + (CSRC / f"{name}.cdef").read_text())
-        sources.append(f"/* ---- {name}.c ---- */\n" + (CSRC / f"{name}.c").read_text())
-    builder.cdef("\n".join(cdefs))
-    version = _package_version()
-    prelude = (
-        "#define _GNU_SOURCE 1\n"
-        f'static const char IPCKIT_FFI_VERSION[] = "{version}";\n'
-    )
+    builder.cdef(_cdef("common") + "\n".join(_cdef(name) for name in (*UNITS, *SHIMS[1:])))
+    source = [
+        f'static const char IPCKIT_FFI_VERSION[] = "{_package_version()}";',
+        '#include "common.h"',
+        *(f'#include "{name}.h"' for name in UNITS),
+        *(f"/* ---- {name}.c ---- */\n" + (CSRC / f"{name}.c").read_text() for name in SHIMS),
+    ]
     builder.set_source(
         "ipckit._ffi._lib",
-        prelude + "\n".join(sources),
-        extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wno-unused-function"],
-        libraries=["rt"],
+        "\n".join(source),
+        sources=[str(CSRC / f"{name}.c") for name in UNITS],
+        include_dirs=[str(CSRC)],
+        define_macros=[("_GNU_SOURCE", "1")],
+        extra_compile_args=_CFLAGS,
+        libraries=["rt", "pthread"],
     )
     return builder
 
@@ -60,8 +93,9 @@ def make_ffibuilder() -> FFI:
 ffibuilder = make_ffibuilder()
 
 if __name__ == "__main__":
-    # Development shortcut: compile next to the package sources.
-    import os
+    # Development shortcut: compile in a scratch directory, the module next to the
+    # package sources (where an editable install has it).
+    import tempfile
 
-    os.chdir(HERE.parent.parent)
-    ffibuilder.compile(verbose=False)
+    with tempfile.TemporaryDirectory() as scratch:
+        ffibuilder.compile(tmpdir=scratch, target=str(HERE / "_lib.abi3.so"))

@@ -1,10 +1,2 @@
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <stdint.h>
-#include <string.h>
-#include <sys/types.h>
-#include <time.h>
-#include <unistd.h>
-
+/* The module's first shim, after common.h. IPCKIT_FFI_VERSION comes from _build.py. */
 static const char *ipckit_ffi_version(void) { return IPCKIT_FFI_VERSION; }

@@ -1,24 +1,29 @@
-/* The shared-memory message queue's hot path (backend="shm").
+/* The shared-memory message queue's ring (backend="shm"): a unit of its own.
  *
- * The design -- segment layout, the slot protocol, waiting and crash recovery --
- * is written down in src/ipckit/_mqueue_shm.py; the names here follow it. In
- * short: a bounded MPMC ring of fixed-size slots. Each slot starts with one
- * 64-bit control word  lap:40 | state:2 | pid:22  that is only ever changed by
- * compare-and-swap, so every claim, publish, release and recovery is one atomic
- * step, and a word names the process that owns a slot while it is being
- * written or read.
+ * The design -- segment layout, the slot protocol, what is checked, waiting,
+ * liveness and crash recovery -- is the module essay of src/ipckit/_mqueue_shm.py;
+ * the names here follow it. In short: a bounded MPMC ring of fixed-size slots. Each
+ * slot starts with one 64-bit control word  lap:40 | state:2 | pid:22  that is only
+ * ever changed by compare-and-swap, so every claim, publish, release and recovery
+ * is one atomic step; an owner then records who it is (start time, namespaces) in
+ * its slot's header, so that others can later prove it gone.
+ *
+ * Everything read from the segment is input: a length, a lap, a state or a
+ * position is range-checked before it is used, and no loop runs unbounded.
  */
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <signal.h>
-#include <pthread.h>
-#include <stdio.h>
+#include "common.h"
 
-#define IPCKIT_SHMQ_MAGIC 0x514D48534B435049ULL /* "IPCKSHMQ" in memory order */
-#define IPCKIT_SHMQ_VERSION 1
-#define IPCKIT_SHMQ_HEADER_SIZE 1024
-#define IPCKIT_SHMQ_SLOT_HEADER 64
-#define IPCKIT_SHMQ_HELD (1LL << 62)
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include "futex.h"
+#include "procid.h"
+#include "shmqueue.h"
+
+#define SHMQ_MAGIC 0x514D48534B435049ULL /* "IPCKSHMQ" in memory order */
 
 #define SHMQ_FREE 0u
 #define SHMQ_WRITING 1u
@@ -29,8 +34,16 @@
 #define SHMQ_LAP(w) ((w) >> 24)
 #define SHMQ_STATE(w) ((unsigned)(((w) >> 22) & 3u))
 #define SHMQ_PID(w) ((uint32_t)((w) & 0x3FFFFFu))
-/* Signed distance between two 40-bit laps (they wrap; only small distances occur). */
+/* Signed distance between two 40-bit laps (they wrap). */
 #define SHMQ_LAPDIFF(a, b) (((int64_t)(((a) - (b)) << 24)) >> 24)
+
+/* The words of a slot's 64-byte header. */
+#define SHMQ_W_WORD 0
+#define SHMQ_W_LEN 1
+#define SHMQ_W_TAG 2    /* the claim word the three below were recorded for */
+#define SHMQ_W_START 3  /* the owner's start time, clock ticks after boot (0: unknown) */
+#define SHMQ_W_PIDNS 4  /* the owner's pid namespace (inode of /proc/self/ns/pid; 0: unknown) */
+#define SHMQ_W_TIMENS 5 /* the owner's time namespace (start times are relative to it) */
 
 #define SHMQ_SEQ __ATOMIC_SEQ_CST
 #define SHMQ_LOAD(p) __atomic_load_n((p), SHMQ_SEQ)
@@ -39,9 +52,27 @@
 /* A blocked call checks the owner of the slot it waits on once it has seen the
  * same control word for SHMQ_CHECK_AFTER_NS, then every SHMQ_POLL_NS. */
 #define SHMQ_CHECK_AFTER_NS 2000000LL
+#define SHMQ_POLL_NS 5000000LL
+/* No futex sleep is longer: a waiter whose wake-up was lost (a peer scribbled on
+ * the event, or the page under it was replaced) looks again this often. */
+#define SHMQ_MAX_SLEEP_NS 200000000LL
 /* Most pause instructions between two looks at the ring while spinning. */
 #define SHMQ_MAX_BACKOFF 16u
-#define SHMQ_POLL_NS 5000000LL
+/* One look at the ring follows the hint at most this many positions before it
+ * reports SHMQ_BUSY; a deadline-0 call gives up after SHMQ_NOW_LOOKS looks. */
+#define SHMQ_LOOK_STEPS 64u
+#define SHMQ_NOW_LOOKS 64u
+
+/* shmq_look results, besides 0 (claimed / ready) and negative errnos. */
+#define SHMQ_BLOCKED 1 /* c->w is the word in the way */
+#define SHMQ_BUSY 2    /* the hint kept moving: others are making progress */
+#define SHMQ_STOP 3    /* (gentle) the next message is not for this batch */
+#define SHMQ_HELP 4    /* (shmq_judge) the position is taken: move the hint on */
+
+/* shmq_look modes */
+#define SHMQ_WRITE 1 /* the writer's side (else the reader's) */
+#define SHMQ_PEEK 2  /* claim nothing: report whether a claim would succeed */
+#define SHMQ_GENTLE 4 /* reader: stop before a message over the limit, even a corrupt one */
 
 struct shmq_event {
     uint32_t seq;      /* futex word: bumped by every wake-up */
@@ -49,7 +80,7 @@ struct shmq_event {
     char pad[120];
 };
 
-struct shmq_header {
+struct ipckit_shmq_header {
     uint64_t magic; /* stored last by ipckit_shmq_init */
     uint32_t version;
     uint32_t header_size;
@@ -57,9 +88,13 @@ struct shmq_header {
     uint64_t stride;
     uint64_t max_msg;
     uint64_t size;
-    uint64_t check; /* a hash of the fields above: catches a torn or foreign header */
-    uint64_t abandoned; /* slots recovered from dead owners */
-    char pad0[64];
+    uint64_t check;      /* a hash of the layout fields and creator_ns */
+    uint64_t abandoned;  /* slots taken over from owners proven gone */
+    uint64_t creator_ns; /* the creator's pid namespace */
+    uint32_t foreign_ns; /* 1 once a process of another pid namespace attached */
+    uint32_t pad_;
+    uint64_t dropped;    /* messages dropped for a bad length */
+    char pad0[40];
     uint64_t tail; /* next position to write (a hint: never ahead of the truth) */
     char pad1[120];
     uint64_t head; /* next position to read (likewise) */
@@ -68,53 +103,76 @@ struct shmq_header {
     struct shmq_event not_full;  /* producers sleep here */
 };
 
-_Static_assert(sizeof(struct shmq_header) <= IPCKIT_SHMQ_HEADER_SIZE, "shmq header too big");
-_Static_assert(__builtin_offsetof(struct shmq_header, tail) == 128, "shmq layout");
-_Static_assert(__builtin_offsetof(struct shmq_header, head) == 256, "shmq layout");
-_Static_assert(__builtin_offsetof(struct shmq_header, not_empty) == 384, "shmq layout");
-_Static_assert(__builtin_offsetof(struct shmq_header, not_full) == 512, "shmq layout");
+_Static_assert(sizeof(struct ipckit_shmq_header) <= IPCKIT_SHMQ_HEADER_SIZE, "shmq header too big");
+_Static_assert(__builtin_offsetof(struct ipckit_shmq_header, tail) == 128, "shmq layout");
+_Static_assert(__builtin_offsetof(struct ipckit_shmq_header, head) == 256, "shmq layout");
+_Static_assert(__builtin_offsetof(struct ipckit_shmq_header, not_empty) == 384, "shmq layout");
+_Static_assert(__builtin_offsetof(struct ipckit_shmq_header, not_full) == 512, "shmq layout");
 
-typedef struct {
-    int64_t spin_ns;
-    /* Adaptive spinning: spin_cur is this handle's current spin budget. A spin
-     * that ends with the wanted slot resets it to spin_ns; one that ends in a
-     * futex sleep anyway halves it (to 0 below 1 us), and a budget of 0 probes
-     * with a full spin every 16th wait. Spinning pays only while the peer runs on
-     * another CPU; when both share one, the spinner only delays the peer it waits
-     * for (measured: 59 us round trips instead of ~8). */
-    int64_t spin_cur;
-    uint32_t spin_probe;
-    /* The handle's own receive buffer and result words, set once from Python,
-     * so the common recv() passes two arguments (ipckit_shmq_recv_scratch). */
-    char *scratch;
-    uint64_t scratch_cap;
-    int64_t out[4];
-    char *base;
-    struct shmq_header *hdr;
-    char *slots;
-    uint64_t cap, stride, max_msg, size;
-    uint32_t inflight; /* calls of this handle now inside C (close() waits for 0) */
-    uint32_t closing;
-} ipckit_shmq;
+/* A claimed (or looked-at) slot. */
+struct shmq_claim {
+    uint64_t pos;
+    uint64_t *slot;
+    uint64_t w;   /* the claim word (claimed), or the word in the way (blocked) */
+    uint64_t len; /* reader: the message's length */
+};
 
-/* ---------------------------------------------------------------- helpers */
+/* ---------------------------------------------------------------- problems */
 
-static pid_t shmq_pid_cache;
-static int shmq_atfork_registered;
+static __thread ipckit_shmq_problem shmq_problem;
 
-static void shmq_atfork_child(void) { shmq_pid_cache = 0; }
-
-/* getpid() is a system call; cache it, forgetting it in a forked child. */
-static uint32_t shmq_mypid(void)
+static int shmq_corrupt(int reason, uint64_t value, uint64_t where)
 {
-    pid_t p = __atomic_load_n(&shmq_pid_cache, __ATOMIC_RELAXED);
-    if (p == 0) {
-        if (!__atomic_exchange_n(&shmq_atfork_registered, 1, SHMQ_SEQ))
-            pthread_atfork(NULL, NULL, shmq_atfork_child);
-        p = getpid();
-        __atomic_store_n(&shmq_pid_cache, p, __ATOMIC_RELAXED);
+    shmq_problem.reason = reason;
+    shmq_problem.value = value;
+    shmq_problem.where = where;
+    return -EBADMSG;
+}
+
+void ipckit_shmq_last_problem(ipckit_shmq_problem *out) { *out = shmq_problem; }
+
+/* ---------------------------------------------------------------- who we are */
+
+/* This process as an owner records it: cached, and forgotten in a forked child. */
+struct shmq_self {
+    uint32_t pid; /* 0: not known yet */
+    uint64_t start, pidns, timens;
+};
+
+static struct shmq_self shmq_self_v;
+static pthread_once_t shmq_once = PTHREAD_ONCE_INIT;
+static uint64_t shmq_tick_ns = 10000000; /* ns per clock tick (USER_HZ) */
+
+static void shmq_atfork_child(void) { __atomic_store_n(&shmq_self_v.pid, 0, __ATOMIC_RELAXED); }
+
+static void shmq_init_once(void)
+{
+    long hz = sysconf(_SC_CLK_TCK);
+    if (hz > 0 && 1000000000L % hz == 0)
+        shmq_tick_ns = 1000000000ULL / (uint64_t)hz;
+    pthread_atfork(NULL, NULL, shmq_atfork_child);
+}
+
+static uint64_t shmq_ns_inode(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
+static const struct shmq_self *shmq_me(void)
+{
+    struct shmq_self *s = &shmq_self_v;
+    if (__builtin_expect(__atomic_load_n(&s->pid, __ATOMIC_ACQUIRE) == 0, 0)) {
+        pthread_once(&shmq_once, shmq_init_once);
+        uint32_t pid = (uint32_t)getpid();
+        uint64_t start = 0;
+        ipckit_proc_identity((int)pid, &start);
+        __atomic_store_n(&s->start, start, __ATOMIC_RELAXED);
+        __atomic_store_n(&s->pidns, shmq_ns_inode("/proc/self/ns/pid"), __ATOMIC_RELAXED);
+        __atomic_store_n(&s->timens, shmq_ns_inode("/proc/self/ns/time"), __ATOMIC_RELAXED);
+        __atomic_store_n(&s->pid, pid, __ATOMIC_RELEASE);
     }
-    return (uint32_t)p;
+    return s;
 }
 
 static int64_t shmq_now(void)
@@ -123,6 +181,118 @@ static int64_t shmq_now(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
+
+/* Now in the clock ticks of /proc/PID/stat's start time (CLOCK_BOOTTIME, floored
+ * as the kernel floors a start time). */
+static uint64_t shmq_boot_ticks(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_BOOTTIME, &ts);
+    return ((uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec) / shmq_tick_ns;
+}
+
+/* ---------------------------------------------------------------- the SIGBUS guard
+ *
+ * A peer that truncates the segment's file takes the pages under every mapping
+ * away, and the next access to them raises SIGBUS. A process-wide handler, installed
+ * with the first queue, looks the faulting address up in the table of mapped
+ * queues; if it is one, it maps anonymous zero pages over the rest of that mapping,
+ * marks the handle broken and returns, so the access completes (reading zeros) --
+ * in C or in Python alike -- and the call then fails with EBADMSG (SHRUNK). Any
+ * other SIGBUS goes to the handler that was there before, or takes its default
+ * course. A handler installed later that does not chain to this one (for example
+ * faulthandler.enable() after the first queue) ends the protection; the module
+ * essay says so. */
+
+#define SHMQ_GUARDS 1024
+
+struct shmq_guard {
+    uintptr_t base; /* 0: free entry */
+    uintptr_t size;
+    uint32_t broken;
+};
+
+static struct shmq_guard shmq_guards[SHMQ_GUARDS];
+static uint32_t shmq_unguarded; /* *broken for a handle without an entry: never set */
+static pthread_mutex_t shmq_guard_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct sigaction shmq_prev_bus;
+static int shmq_guard_installed;
+static uintptr_t shmq_page = 4096;
+
+static void shmq_on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+    int saved = errno;
+    if (si->si_code > 0) { /* a fault, not kill() or raise() */
+        uintptr_t a = (uintptr_t)si->si_addr;
+        for (int i = 0; i < SHMQ_GUARDS; i++) {
+            struct shmq_guard *g = &shmq_guards[i];
+            uintptr_t b = __atomic_load_n(&g->base, __ATOMIC_ACQUIRE);
+            if (b == 0 || a - b >= __atomic_load_n(&g->size, __ATOMIC_RELAXED))
+                continue;
+            uintptr_t page = a & ~(shmq_page - 1);
+            void *m = mmap((void *)page, b + g->size - page, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+            if (m != MAP_FAILED) {
+                __atomic_store_n(&g->broken, 1, SHMQ_SEQ);
+                errno = saved;
+                return;
+            }
+            break;
+        }
+    }
+    errno = saved;
+    if (shmq_prev_bus.sa_flags & SA_SIGINFO) {
+        shmq_prev_bus.sa_sigaction(sig, si, uc);
+    } else if (shmq_prev_bus.sa_handler == SIG_DFL || shmq_prev_bus.sa_handler == SIG_IGN) {
+        /* Put the old disposition back and let the signal take its course: a
+         * fault repeats on return, a sent signal is raised again. */
+        sigaction(SIGBUS, &shmq_prev_bus, NULL);
+        if (si->si_code <= 0)
+            raise(sig);
+    } else {
+        shmq_prev_bus.sa_handler(sig);
+    }
+}
+
+static int shmq_guard_add(char *base, uint64_t size)
+{
+    int idx = -1;
+    pthread_mutex_lock(&shmq_guard_lock);
+    if (!shmq_guard_installed) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = shmq_on_sigbus;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+        sigemptyset(&sa.sa_mask);
+        long page = sysconf(_SC_PAGESIZE);
+        if (page > 0)
+            shmq_page = (uintptr_t)page;
+        if (sigaction(SIGBUS, NULL, &shmq_prev_bus) == 0 && sigaction(SIGBUS, &sa, NULL) == 0)
+            shmq_guard_installed = 1;
+    }
+    for (int i = 0; shmq_guard_installed && i < SHMQ_GUARDS; i++) {
+        if (shmq_guards[i].base == 0) {
+            shmq_guards[i].size = size;
+            shmq_guards[i].broken = 0;
+            __atomic_store_n(&shmq_guards[i].base, (uintptr_t)base, __ATOMIC_RELEASE);
+            idx = i;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&shmq_guard_lock);
+    return idx;
+}
+
+static void shmq_guard_remove(int idx)
+{
+    if (idx < 0)
+        return;
+    pthread_mutex_lock(&shmq_guard_lock);
+    __atomic_store_n(&shmq_guards[idx].base, 0, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&shmq_guard_lock);
+}
+
+/* ---------------------------------------------------------------- helpers */
 
 static inline void shmq_relax(void)
 {
@@ -140,11 +310,16 @@ static inline uint64_t *shmq_slot(ipckit_shmq *h, uint64_t pos, uint64_t *lap)
     return (uint64_t *)(h->slots + (pos - l * h->cap) * h->stride);
 }
 
-static uint64_t shmq_check(uint64_t cap, uint64_t stride, uint64_t max_msg, uint64_t size)
+static inline uint64_t shmq_index(ipckit_shmq *h, uint64_t *slot)
+{
+    return (uint64_t)((char *)slot - h->slots) / h->stride;
+}
+
+static uint64_t shmq_check(uint64_t cap, uint64_t stride, uint64_t max_msg, uint64_t size, uint64_t ns)
 {
     uint64_t x = 0x9E3779B97F4A7C15ULL ^ IPCKIT_SHMQ_VERSION;
-    uint64_t v[4] = {cap, stride, max_msg, size};
-    for (int i = 0; i < 4; i++) {
+    uint64_t v[5] = {cap, stride, max_msg, size, ns};
+    for (int i = 0; i < 5; i++) {
         x ^= v[i];
         x *= 0xBF58476D1CE4E5B9ULL;
         x ^= x >> 31;
@@ -183,174 +358,71 @@ static inline int shmq_enter(ipckit_shmq *h)
     return 0;
 }
 
-static inline void shmq_leave(ipckit_shmq *h) { __atomic_fetch_sub(&h->inflight, 1, SHMQ_SEQ); }
+static inline int shmq_shrunk(ipckit_shmq *h) { return shmq_corrupt(IPCKIT_SHMQ_SHRUNK, 0, h->size); }
 
-int ipckit_shmq_pid_alive(int pid)
+/* Leave with rc -- unless the mapping lost pages meanwhile: whatever was copied
+ * then was zeros. */
+static inline int shmq_leave(ipckit_shmq *h, int rc)
 {
-    if (pid <= 0)
-        return 0;
-    if (kill(pid, 0) != 0 && errno == ESRCH)
-        return 0;
-    /* kill() succeeds on a zombie, which will never finish its write. */
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return errno == ENOENT ? 0 : 1;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0)
-        return 1;
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'))
-        return 0;
-    return 1;
+    if (__builtin_expect(__atomic_load_n(h->broken, __ATOMIC_RELAXED), 0))
+        rc = shmq_shrunk(h);
+    __atomic_fetch_sub(&h->inflight, 1, SHMQ_SEQ);
+    return rc;
 }
 
-/* ---------------------------------------------------------------- layout */
+/* ---------------------------------------------------------------- liveness */
 
-uint64_t ipckit_shmq_layout(uint64_t capacity, uint64_t max_msg, uint64_t *stride)
+/* Record who owns the slot just claimed with word w, for the checks below. */
+static inline void shmq_record(uint64_t *slot, uint64_t w, const struct shmq_self *me)
 {
-    uint64_t s, total;
-    if (capacity == 0 || max_msg == 0 || max_msg > (1ULL << 48) || capacity > (1ULL << 38))
-        return 0;
-    s = IPCKIT_SHMQ_SLOT_HEADER + ((max_msg + 63) & ~63ULL);
-    if (__builtin_mul_overflow(capacity, s, &total) || __builtin_add_overflow(total, IPCKIT_SHMQ_HEADER_SIZE, &total))
-        return 0;
-    if (total > (1ULL << 56))
-        return 0;
-    *stride = s;
-    return total;
+    __atomic_store_n(&slot[SHMQ_W_START], me->start, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot[SHMQ_W_PIDNS], me->pidns, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot[SHMQ_W_TIMENS], me->timens, __ATOMIC_RELAXED);
+    __atomic_store_n(&slot[SHMQ_W_TAG], w, __ATOMIC_RELEASE);
 }
 
-int ipckit_shmq_init(char *base, uint64_t size, uint64_t capacity, uint64_t max_msg)
+/* 1 only if the owner of claim word w is provably gone (see "Liveness" in the
+ * essay). seen_tick: the boot tick at which this waiter first saw w, after the
+ * load that showed it, so no later than the claim's own time plus the wait. A
+ * wrong "gone" would let two processes use one slot, so every doubt is "alive".
+ * (A record read while a new owner writes it may mix two owners; it is then used
+ * for a word that is no longer in the slot, and the recovery CAS fails.) */
+static int shmq_owner_gone(ipckit_shmq *h, uint64_t *slot, uint64_t w, uint64_t seen_tick,
+                           const struct shmq_self *me)
 {
-    struct shmq_header *H = (struct shmq_header *)base;
-    uint64_t stride;
-    if (ipckit_shmq_layout(capacity, max_msg, &stride) != size)
-        return -EINVAL;
-    /* Slots need no initialisation: an all-zero control word is (lap 0, FREE),
-     * the state of slot i for position i. */
-    H->version = IPCKIT_SHMQ_VERSION;
-    H->header_size = IPCKIT_SHMQ_HEADER_SIZE;
-    H->capacity = capacity;
-    H->stride = stride;
-    H->max_msg = max_msg;
-    H->size = size;
-    H->check = shmq_check(capacity, stride, max_msg, size);
-    __atomic_store_n(&H->magic, IPCKIT_SHMQ_MAGIC, __ATOMIC_RELEASE);
-    return 0;
-}
-
-int ipckit_shmq_attach(ipckit_shmq *h, char *base, uint64_t size, uint32_t *version_out)
-{
-    struct shmq_header *H = (struct shmq_header *)base;
-    uint64_t stride;
-    if (size < IPCKIT_SHMQ_HEADER_SIZE)
-        return -4;
-    uint64_t magic = __atomic_load_n(&H->magic, __ATOMIC_ACQUIRE);
-    if (magic == 0)
-        return -2;
-    if (magic != IPCKIT_SHMQ_MAGIC)
-        return -1;
-    *version_out = H->version;
-    if (H->version != IPCKIT_SHMQ_VERSION)
-        return -3;
-    if (H->header_size != IPCKIT_SHMQ_HEADER_SIZE || H->size != size ||
-        ipckit_shmq_layout(H->capacity, H->max_msg, &stride) != size || stride != H->stride ||
-        H->check != shmq_check(H->capacity, H->stride, H->max_msg, H->size))
-        return -4;
-    h->base = base;
-    h->hdr = H;
-    h->slots = base + IPCKIT_SHMQ_HEADER_SIZE;
-    h->cap = H->capacity;
-    h->stride = H->stride;
-    h->max_msg = H->max_msg;
-    h->size = size;
-    h->inflight = 0;
-    h->closing = 0;
-    return 0;
-}
-
-/* ---------------------------------------------------------------- the ring */
-
-/* Claim the slot for the next write. 0: claimed (*pos, *slot). 1: would block;
- * *w is the control word in the way (the previous lap's message). */
-static int shmq_try_write(ipckit_shmq *h, uint32_t me, uint64_t *pos_out, uint64_t **slot_out, uint64_t *w_out)
-{
-    struct shmq_header *H = h->hdr;
-    for (;;) {
-        uint64_t lap, pos = SHMQ_LOAD(&H->tail);
-        uint64_t *slot = shmq_slot(h, pos, &lap);
-        uint64_t w = SHMQ_LOAD(slot);
-        int64_t d = SHMQ_LAPDIFF(SHMQ_LAP(w), lap);
-        if (d == 0 && SHMQ_STATE(w) == SHMQ_FREE) {
-            if (SHMQ_CAS(slot, &w, SHMQ_MK(lap, SHMQ_WRITING, me))) {
-                uint64_t p = pos;
-                SHMQ_CAS(&H->tail, &p, pos + 1);
-                *pos_out = pos;
-                *slot_out = slot;
-                return 0;
-            }
-            continue;
-        }
-        if (d >= 0) { /* position taken already: tail is stale, help it on */
-            uint64_t p = pos;
-            SHMQ_CAS(&H->tail, &p, pos + 1);
-            continue;
-        }
-        *slot_out = slot;
-        *w_out = w;
-        return 1;
+    uint32_t pid = SHMQ_PID(w);
+    int recorded = __atomic_load_n(&slot[SHMQ_W_TAG], __ATOMIC_ACQUIRE) == w;
+    uint64_t start = 0, timens = me->timens, pidns;
+    if (recorded) {
+        start = __atomic_load_n(&slot[SHMQ_W_START], __ATOMIC_RELAXED);
+        pidns = __atomic_load_n(&slot[SHMQ_W_PIDNS], __ATOMIC_RELAXED);
+        timens = __atomic_load_n(&slot[SHMQ_W_TIMENS], __ATOMIC_RELAXED);
+    } else if (__atomic_load_n(&h->hdr->foreign_ns, __ATOMIC_RELAXED)) {
+        return 0; /* died before recording, in a queue shared across pid namespaces */
+    } else {
+        pidns = h->creator_ns;
     }
-}
-
-/* Claim the next message. 0: claimed (*pos, *slot, *len). 1: would block (*w as
- * above). -EMSGSIZE: the next message is longer than limit (*len); not claimed. */
-static int shmq_try_read(ipckit_shmq *h, uint32_t me, uint64_t limit, uint64_t *pos_out, uint64_t **slot_out,
-                         uint64_t *w_out, uint64_t *len_out)
-{
-    struct shmq_header *H = h->hdr;
-    for (;;) {
-        uint64_t lap, pos = SHMQ_LOAD(&H->head);
-        uint64_t *slot = shmq_slot(h, pos, &lap);
-        uint64_t w = SHMQ_LOAD(slot);
-        int64_t d = SHMQ_LAPDIFF(SHMQ_LAP(w), lap);
-        unsigned st = SHMQ_STATE(w);
-        if (d == 0 && st == SHMQ_FULL) {
-            uint64_t len = __atomic_load_n(&slot[1], __ATOMIC_RELAXED);
-            if (len > limit) {
-                /* The length belongs to this word only if the word is unchanged. */
-                if (SHMQ_LOAD(slot) != w)
-                    continue;
-                *len_out = len;
-                return -EMSGSIZE;
-            }
-            if (SHMQ_CAS(slot, &w, SHMQ_MK(lap, SHMQ_READING, me))) {
-                uint64_t p = pos;
-                SHMQ_CAS(&H->head, &p, pos + 1);
-                *pos_out = pos;
-                *slot_out = slot;
-                *len_out = len;
-                return 0;
-            }
-            continue;
-        }
-        if (d > 0 || (d == 0 && st == SHMQ_READING)) { /* taken already: help head on */
-            uint64_t p = pos;
-            SHMQ_CAS(&H->head, &p, pos + 1);
-            continue;
-        }
-        *slot_out = slot;
-        *w_out = w;
+    /* A pid means a process only in the namespace it was taken in. */
+    if (pidns != me->pidns)
+        return 0;
+    if (pid == me->pid && recorded && start == me->start && timens == me->timens)
+        return 0; /* ours: another thread of this process holds it */
+    uint64_t now_start;
+    int rc = ipckit_proc_identity((int)pid, &now_start);
+    if (rc == IPCKIT_PROC_GONE)
         return 1;
-    }
+    if (rc != IPCKIT_PROC_ALIVE || now_start == 0)
+        return 0; /* invisible through /proc: alive as far as anyone can prove */
+    if (recorded && start && timens == me->timens)
+        return now_start != start; /* the pid now names a later process */
+    /* No usable record: a process that started after we first saw the claim
+     * cannot have made it. */
+    return now_start > seen_tick;
 }
 
-/* The owner of a slot in mid-write or mid-read died: finish its step for it, as
- * if the message had been consumed. The CAS succeeds only if the word is still
- * exactly the dead owner's (lap, state, pid). */
+/* The owner of a slot in mid-write or mid-read is gone: finish its step for it,
+ * as if the message had been consumed. The CAS succeeds only if the word is still
+ * exactly the gone owner's (lap, state, pid). */
 static void shmq_recover(ipckit_shmq *h, uint64_t *slot, uint64_t w)
 {
     if (SHMQ_CAS(slot, &w, SHMQ_MK(SHMQ_LAP(w) + 1, SHMQ_FREE, 0))) {
@@ -360,8 +432,176 @@ static void shmq_recover(ipckit_shmq *h, uint64_t *slot, uint64_t w)
     }
 }
 
-/* Claim a slot (writer) or a message (reader), spinning then sleeping until the
- * deadline. Returns 0 or a negative errno. */
+/* ---------------------------------------------------------------- the ring */
+
+/* A word that is not the one a claim expects, at position pos (lap `lap`), read
+ * after `hint` (tail for the writer, head for the reader) showed pos. Returns
+ * SHMQ_BLOCKED (wait for this word), SHMQ_HELP (pos is taken: move the hint past
+ * it), SHMQ_BUSY (the hint moved: look again), or -EBADMSG: no sequence of
+ * protocol steps leaves this word at this position. The argument for each case is
+ * in the essay ("What is checked"). */
+static int shmq_judge(ipckit_shmq *h, int writer, uint64_t *hint, uint64_t pos, uint64_t lap, uint64_t *slot,
+                      uint64_t w)
+{
+    unsigned st = SHMQ_STATE(w);
+    int owned = st == SHMQ_WRITING || st == SHMQ_READING;
+    if (owned == (SHMQ_PID(w) == 0))
+        return shmq_corrupt(IPCKIT_SHMQ_BAD_WORD, w, shmq_index(h, slot));
+    int64_t d = SHMQ_LAPDIFF(SHMQ_LAP(w), lap);
+    if (d == 0) {
+        if (writer || st == SHMQ_READING)
+            return SHMQ_HELP; /* pos is taken (the writer's FREE was the fast path) */
+        if (st == SHMQ_FREE || st == SHMQ_WRITING)
+            return SHMQ_BLOCKED; /* empty, or its writer is mid-copy */
+        return SHMQ_BUSY;        /* FULL: the fast path lost a race */
+    }
+    if (d == -1 && (writer ? st != SHMQ_FREE : st == SHMQ_READING))
+        return SHMQ_BLOCKED; /* the previous lap still holds the slot */
+    if (d > 0) {
+        /* The word is for a later position: the one it claims (or, FREE, the one
+         * whose end freed it). Fine only if that one was already claimed. */
+        uint64_t k = (uint64_t)d - (st == SHMQ_FREE);
+        uint64_t tail = SHMQ_LOAD(&h->hdr->tail);
+        if (tail >= pos && k <= (tail - pos) / h->cap)
+            return SHMQ_HELP;
+    }
+    if (SHMQ_LOAD(hint) != pos || SHMQ_LOAD(slot) != w)
+        return SHMQ_BUSY; /* not a snapshot: look again */
+    return shmq_corrupt(IPCKIT_SHMQ_BAD_WORD, w, shmq_index(h, slot));
+}
+
+/* Claim the slot for the next write. */
+static int shmq_look_write(ipckit_shmq *h, int mode, const struct shmq_self *me, struct shmq_claim *c)
+{
+    struct ipckit_shmq_header *H = h->hdr;
+    for (unsigned n = 0; n < SHMQ_LOOK_STEPS; n++) {
+        uint64_t lap, pos = SHMQ_LOAD(&H->tail);
+        uint64_t *slot = shmq_slot(h, pos, &lap);
+        uint64_t w = SHMQ_LOAD(slot);
+        if (w == SHMQ_MK(lap, SHMQ_FREE, 0)) {
+            if (mode & SHMQ_PEEK)
+                return 0;
+            uint64_t mine = SHMQ_MK(lap, SHMQ_WRITING, me->pid);
+            if (SHMQ_CAS(slot, &w, mine)) {
+                shmq_record(slot, mine, me);
+                uint64_t p = pos;
+                SHMQ_CAS(&H->tail, &p, pos + 1);
+                c->pos = pos;
+                c->slot = slot;
+                c->w = mine;
+                return 0;
+            }
+            continue;
+        }
+        int v = shmq_judge(h, 1, &H->tail, pos, lap, slot, w);
+        if (v == SHMQ_HELP) {
+            uint64_t p = pos;
+            SHMQ_CAS(&H->tail, &p, pos + 1);
+        } else if (v == SHMQ_BLOCKED) {
+            c->pos = pos;
+            c->slot = slot;
+            c->w = w;
+            return v;
+        } else if (v != SHMQ_BUSY) {
+            return v;
+        }
+    }
+    return SHMQ_BUSY;
+}
+
+/* Give back a slot we claimed: publish (writer) or release (reader). One CAS from
+ * our own word, which fails only if the slot was taken over from us. */
+static int shmq_finish(ipckit_shmq *h, struct shmq_claim *c, int writer)
+{
+    uint64_t lap = SHMQ_LAP(c->w);
+    uint64_t expect = c->w;
+    uint64_t next = writer ? SHMQ_MK(lap, SHMQ_FULL, 0) : SHMQ_MK(lap + 1, SHMQ_FREE, 0);
+    if (!SHMQ_CAS(c->slot, &expect, next))
+        return -ESTALE;
+    shmq_notify(writer ? &h->hdr->not_empty : &h->hdr->not_full);
+    return 0;
+}
+
+/* Claim the next message, if its length is at most limit. -EMSGSIZE (c->len): the
+ * next message is longer, and stays queued; with SHMQ_GENTLE, SHMQ_STOP instead
+ * (corrupt lengths included). A length over max_msg is corrupt: the message is
+ * claimed and dropped, -EBADMSG. */
+static int shmq_look_read(ipckit_shmq *h, int mode, const struct shmq_self *me, uint64_t limit, struct shmq_claim *c)
+{
+    struct ipckit_shmq_header *H = h->hdr;
+    for (unsigned n = 0; n < SHMQ_LOOK_STEPS; n++) {
+        uint64_t lap, pos = SHMQ_LOAD(&H->head);
+        uint64_t *slot = shmq_slot(h, pos, &lap);
+        uint64_t w = SHMQ_LOAD(slot);
+        if (w == SHMQ_MK(lap, SHMQ_FULL, 0)) {
+            uint64_t len = __atomic_load_n(&slot[SHMQ_W_LEN], __ATOMIC_RELAXED);
+            c->len = len;
+            if (mode & SHMQ_PEEK)
+                return 0;
+            if (len > limit) {
+                /* The length belongs to this word only if the word is unchanged. */
+                if (SHMQ_LOAD(slot) != w)
+                    continue;
+                if (mode & SHMQ_GENTLE)
+                    return SHMQ_STOP;
+                if (len <= h->max_msg)
+                    return -EMSGSIZE;
+            }
+            uint64_t mine = SHMQ_MK(lap, SHMQ_READING, me->pid);
+            if (SHMQ_CAS(slot, &w, mine)) {
+                shmq_record(slot, mine, me);
+                uint64_t p = pos;
+                SHMQ_CAS(&H->head, &p, pos + 1);
+                c->pos = pos;
+                c->slot = slot;
+                c->w = mine;
+                /* Ours now, so stable -- unless a peer scribbles. */
+                uint64_t now_len = __atomic_load_n(&slot[SHMQ_W_LEN], __ATOMIC_RELAXED);
+                if (__builtin_expect(now_len > h->max_msg || now_len != len, 0)) {
+                    shmq_finish(h, c, 0);
+                    __atomic_fetch_add(&H->dropped, 1, SHMQ_SEQ);
+                    return shmq_corrupt(IPCKIT_SHMQ_BAD_LENGTH, now_len > h->max_msg ? now_len : len,
+                                        shmq_index(h, slot));
+                }
+                return 0;
+            }
+            continue;
+        }
+        int v = shmq_judge(h, 0, &H->head, pos, lap, slot, w);
+        if (v == SHMQ_HELP) {
+            uint64_t p = pos;
+            SHMQ_CAS(&H->head, &p, pos + 1);
+        } else if (v == SHMQ_BLOCKED) {
+            c->pos = pos;
+            c->slot = slot;
+            c->w = w;
+            return v;
+        } else if (v != SHMQ_BUSY) {
+            return v;
+        }
+    }
+    return SHMQ_BUSY;
+}
+
+static inline int shmq_look(ipckit_shmq *h, int mode, const struct shmq_self *me, uint64_t limit,
+                            struct shmq_claim *c)
+{
+    return (mode & SHMQ_WRITE) ? shmq_look_write(h, mode, me, c) : shmq_look_read(h, mode, me, limit, c);
+}
+
+/* A reader waiting on an empty position: head may not run more than one past tail
+ * (a position is passed only once it was claimed). Checked once per sleep, not
+ * while spinning, so that a spinning reader does not pull tail's line away from
+ * the writers. */
+static int shmq_check_positions(ipckit_shmq *h)
+{
+    uint64_t head = SHMQ_LOAD(&h->hdr->head);
+    uint64_t tail = SHMQ_LOAD(&h->hdr->tail);
+    if (head > tail + 1 && SHMQ_LOAD(&h->hdr->head) == head)
+        return shmq_corrupt(IPCKIT_SHMQ_BAD_POSITION, head, tail);
+    return 0;
+}
+
 /* The spin budget of the next wait (see spin_cur). */
 static inline int64_t shmq_spin_budget(ipckit_shmq *h)
 {
@@ -370,29 +610,34 @@ static inline int64_t shmq_spin_budget(ipckit_shmq *h)
     return (++h->spin_probe & 15) == 0 ? h->spin_ns : 0;
 }
 
-static int shmq_acquire(ipckit_shmq *h, int writer, uint64_t limit, int64_t deadline, uint64_t *pos,
-                        uint64_t **slot, uint64_t *len)
+/* Claim a slot (writer) or a message (reader) -- or, SHMQ_PEEK, wait until one
+ * could be claimed -- spinning, then sleeping, until the deadline. Returns 0 or a
+ * negative errno. Every loop here looks at `closing` and the deadline. */
+static int shmq_acquire(ipckit_shmq *h, int mode, uint64_t limit, int64_t deadline, struct shmq_claim *c)
 {
+    int writer = mode & SHMQ_WRITE;
     struct shmq_event *ev = writer ? &h->hdr->not_full : &h->hdr->not_empty;
-    uint32_t me = shmq_mypid();
-    uint64_t w = 0, seen_w = 0;
+    const struct shmq_self *me = shmq_me();
+    uint32_t interrupts = SHMQ_LOAD(&h->interrupts);
+    uint64_t seen_w = 0, seen_tick = 0;
     int64_t seen_since = 0, spin_until = 0;
     int rc;
-
-#define SHMQ_TRY() (writer ? shmq_try_write(h, me, pos, slot, &w) : shmq_try_read(h, me, limit, pos, slot, &w, len))
 
     /* Spin with a growing pause between looks: the word looked at is the one
      * the other side is about to write, and every look pulls its cache line
      * away from that side and slows it down. */
     for (unsigned i = 0, backoff = 1;; i++) {
-        rc = SHMQ_TRY();
+        rc = shmq_look(h, mode, me, limit, c);
         if (rc <= 0) {
             if (i > 0)
                 h->spin_cur = h->spin_ns; /* the spin paid off */
             return rc;
         }
-        if (deadline == 0)
+        if (deadline == 0) {
+            if (rc == SHMQ_BUSY && i < SHMQ_NOW_LOOKS)
+                continue;
             return -EAGAIN;
+        }
         if ((i & 15) == 0) {
             if (SHMQ_LOAD(&h->closing))
                 return -EBADF;
@@ -411,90 +656,190 @@ static int shmq_acquire(ipckit_shmq *h, int writer, uint64_t limit, int64_t dead
     for (;;) {
         uint32_t seq = SHMQ_LOAD(&ev->seq);
         __atomic_exchange_n(&ev->sleepers, 1, SHMQ_SEQ);
-        rc = SHMQ_TRY();
+        rc = shmq_look(h, mode, me, limit, c);
         if (rc <= 0)
             return rc;
         if (SHMQ_LOAD(&h->closing))
             return -EBADF;
+        if (__atomic_load_n(h->broken, __ATOMIC_RELAXED))
+            return shmq_shrunk(h);
+        if (SHMQ_LOAD(&h->interrupts) != interrupts)
+            return -EINTR;
         int64_t now = shmq_now();
         if (deadline > 0 && now >= deadline)
             return -ETIMEDOUT;
-        int64_t slice = deadline < 0 ? -1 : deadline - now;
-        unsigned st = SHMQ_STATE(w);
-        uint32_t owner = (st == SHMQ_WRITING || st == SHMQ_READING) ? SHMQ_PID(w) : 0;
-        if (owner && owner != me) {
-            if (w != seen_w) {
-                seen_w = w;
+        if (rc == SHMQ_BUSY)
+            continue;
+        int64_t slice = SHMQ_MAX_SLEEP_NS;
+        if (deadline > 0 && deadline - now < slice)
+            slice = deadline - now;
+        unsigned st = SHMQ_STATE(c->w);
+        if (st == SHMQ_WRITING || st == SHMQ_READING) {
+            if (c->w != seen_w) {
+                seen_w = c->w;
                 seen_since = now;
-            } else if (now - seen_since >= SHMQ_CHECK_AFTER_NS && !ipckit_shmq_pid_alive((int)owner)) {
-                shmq_recover(h, *slot, w);
+                seen_tick = shmq_boot_ticks();
+            } else if (now - seen_since >= SHMQ_CHECK_AFTER_NS && shmq_owner_gone(h, c->slot, c->w, seen_tick, me)) {
+                shmq_recover(h, c->slot, c->w);
                 continue;
             }
-            if (slice < 0 || slice > SHMQ_POLL_NS)
+            if (slice > SHMQ_POLL_NS)
                 slice = SHMQ_POLL_NS;
+        } else if (!writer && (rc = shmq_check_positions(h)) != 0) {
+            return rc;
         }
-        rc = ipckit_futex_wait(&ev->seq, seq, slice);  /* futex.c: same translation unit */
+        rc = ipckit_futex_wait(&ev->seq, seq, slice);
         if (rc == -EINTR)
             return -EINTR;
+        if (rc == -EFAULT)
+            return shmq_shrunk(h);
     }
-#undef SHMQ_TRY
 }
 
-/* Publish (writer) or release (reader) a claimed slot: one CAS from our own
- * word, which fails only if the slot was recovered from us. */
-static int shmq_finish(ipckit_shmq *h, uint64_t *slot, uint64_t pos, int writer)
+/* ---------------------------------------------------------------- layout */
+
+int ipckit_shmq_layout(uint64_t capacity, uint64_t max_msg, ipckit_shmq_info *out)
 {
-    uint64_t lap = pos / h->cap;
-    uint32_t me = shmq_mypid();
-    uint64_t expect = SHMQ_MK(lap, writer ? SHMQ_WRITING : SHMQ_READING, me);
-    uint64_t next = writer ? SHMQ_MK(lap, SHMQ_FULL, 0) : SHMQ_MK(lap + 1, SHMQ_FREE, 0);
-    if (!SHMQ_CAS(slot, &expect, next))
-        return -ESTALE;
-    shmq_notify(writer ? &h->hdr->not_empty : &h->hdr->not_full);
+    uint64_t s, total;
+    memset(out, 0, sizeof *out);
+    if (capacity == 0 || max_msg == 0 || max_msg > (1ULL << 48) || capacity > (1ULL << 38))
+        return -EINVAL;
+    s = IPCKIT_SHMQ_SLOT_HEADER + ((max_msg + 63) & ~63ULL);
+    if (__builtin_mul_overflow(capacity, s, &total) || __builtin_add_overflow(total, IPCKIT_SHMQ_HEADER_SIZE, &total))
+        return -EINVAL;
+    if (total > (1ULL << 56))
+        return -EINVAL;
+    out->capacity = capacity;
+    out->stride = s;
+    out->max_msg = max_msg;
+    out->size = total;
+    out->version = IPCKIT_SHMQ_VERSION;
     return 0;
 }
 
-static int64_t shmq_send_one(ipckit_shmq *h, const char *data, uint64_t len, int64_t deadline)
+int ipckit_shmq_init(char *base, uint64_t size, uint64_t capacity, uint64_t max_msg)
 {
-    uint64_t pos, *slot, unused;
-    if (len > h->max_msg)
-        return -EMSGSIZE;
-    int rc = shmq_acquire(h, 1, 0, deadline, &pos, &slot, &unused);
-    if (rc)
-        return rc;
-    memcpy((char *)slot + IPCKIT_SHMQ_SLOT_HEADER, data, len);
-    __atomic_store_n(&slot[1], len, __ATOMIC_RELAXED);
-    return shmq_finish(h, slot, pos, 1);
+    struct ipckit_shmq_header *H = (struct ipckit_shmq_header *)base;
+    ipckit_shmq_info layout;
+    if (ipckit_shmq_layout(capacity, max_msg, &layout) != 0 || layout.size != size)
+        return -EINVAL;
+    /* Slots need no initialisation: an all-zero control word is (lap 0, FREE),
+     * the state of slot i for position i, and a zero tag matches no claim. */
+    H->version = IPCKIT_SHMQ_VERSION;
+    H->header_size = IPCKIT_SHMQ_HEADER_SIZE;
+    H->capacity = capacity;
+    H->stride = layout.stride;
+    H->max_msg = max_msg;
+    H->size = size;
+    H->creator_ns = shmq_me()->pidns;
+    H->check = shmq_check(capacity, layout.stride, max_msg, size, H->creator_ns);
+    __atomic_store_n(&H->magic, SHMQ_MAGIC, __ATOMIC_RELEASE);
+    return 0;
 }
 
-int64_t ipckit_shmq_send(ipckit_shmq *h, const char *data, uint64_t len, int64_t deadline_ns)
+int ipckit_shmq_attach(ipckit_shmq *h, char *base, uint64_t size)
+{
+    struct ipckit_shmq_header *H = (struct ipckit_shmq_header *)base;
+    ipckit_shmq_info layout;
+    const struct shmq_self *me = shmq_me();
+    h->guard = -1;
+    h->broken = &shmq_unguarded;
+    h->hdr = NULL;
+    if (size < IPCKIT_SHMQ_HEADER_SIZE)
+        return shmq_corrupt(IPCKIT_SHMQ_BAD_LAYOUT, size, 0);
+    h->guard = shmq_guard_add(base, size);
+    if (h->guard >= 0)
+        h->broken = &shmq_guards[h->guard].broken;
+    /* Read the header once, into locals: a peer may change it meanwhile. */
+    uint64_t magic = __atomic_load_n(&H->magic, __ATOMIC_ACQUIRE);
+    uint32_t version = __atomic_load_n(&H->version, __ATOMIC_RELAXED);
+    uint32_t header_size = __atomic_load_n(&H->header_size, __ATOMIC_RELAXED);
+    uint64_t cap = __atomic_load_n(&H->capacity, __ATOMIC_RELAXED);
+    uint64_t stride = __atomic_load_n(&H->stride, __ATOMIC_RELAXED);
+    uint64_t max_msg = __atomic_load_n(&H->max_msg, __ATOMIC_RELAXED);
+    uint64_t hsize = __atomic_load_n(&H->size, __ATOMIC_RELAXED);
+    uint64_t ns = __atomic_load_n(&H->creator_ns, __ATOMIC_RELAXED);
+    uint64_t check = __atomic_load_n(&H->check, __ATOMIC_RELAXED);
+    int rc = 0;
+    if (__atomic_load_n(h->broken, __ATOMIC_RELAXED))
+        rc = shmq_corrupt(IPCKIT_SHMQ_SHRUNK, 0, size);
+    else if (magic == 0)
+        rc = shmq_corrupt(IPCKIT_SHMQ_NOT_READY, 0, 0);
+    else if (magic != SHMQ_MAGIC)
+        rc = shmq_corrupt(IPCKIT_SHMQ_BAD_MAGIC, magic, 0);
+    else if (version != IPCKIT_SHMQ_VERSION)
+        rc = shmq_corrupt(IPCKIT_SHMQ_BAD_VERSION, version, 8);
+    else if (header_size != IPCKIT_SHMQ_HEADER_SIZE || hsize != size || ipckit_shmq_layout(cap, max_msg, &layout) != 0 ||
+             layout.size != size || layout.stride != stride || check != shmq_check(cap, stride, max_msg, size, ns))
+        rc = shmq_corrupt(IPCKIT_SHMQ_BAD_LAYOUT, size, 0);
+    if (rc) {
+        shmq_guard_remove(h->guard);
+        h->guard = -1;
+        h->broken = &shmq_unguarded;
+        return rc;
+    }
+    if (ns != me->pidns && !__atomic_load_n(&H->foreign_ns, __ATOMIC_RELAXED))
+        __atomic_store_n(&H->foreign_ns, 1, SHMQ_SEQ);
+    h->base = base;
+    h->hdr = H;
+    h->slots = base + IPCKIT_SHMQ_HEADER_SIZE;
+    h->cap = cap;
+    h->stride = stride;
+    h->max_msg = max_msg;
+    h->size = size;
+    h->creator_ns = ns;
+    h->version = version;
+    h->inflight = 0;
+    h->closing = 0;
+    h->interrupts = 0;
+    return 0;
+}
+
+void ipckit_shmq_detach(ipckit_shmq *h)
+{
+    shmq_guard_remove(h->guard);
+    h->guard = -1;
+    h->broken = &shmq_unguarded;
+}
+
+/* ---------------------------------------------------------------- calls */
+
+static int shmq_send_one(ipckit_shmq *h, const char *data, uint64_t len, int64_t deadline)
+{
+    struct shmq_claim c;
+    if (len > h->max_msg)
+        return -EMSGSIZE;
+    int rc = shmq_acquire(h, SHMQ_WRITE, 0, deadline, &c);
+    if (rc)
+        return rc;
+    memcpy((char *)c.slot + IPCKIT_SHMQ_SLOT_HEADER, data, len);
+    __atomic_store_n(&c.slot[SHMQ_W_LEN], len, __ATOMIC_RELAXED);
+    return shmq_finish(h, &c, 1);
+}
+
+int ipckit_shmq_send(ipckit_shmq *h, const char *data, uint64_t len, int64_t deadline_ns)
 {
     if (shmq_enter(h))
         return -EBADF;
-    int64_t rc = shmq_send_one(h, data, len, deadline_ns);
-    shmq_leave(h);
-    return rc;
+    return shmq_leave(h, shmq_send_one(h, data, len, deadline_ns));
 }
 
-int64_t ipckit_shmq_send_many(ipckit_shmq *h, const char *data, const uint64_t *lens, uint64_t count,
-                              int64_t deadline_ns, int64_t *err)
+int ipckit_shmq_send_many(ipckit_shmq *h, const char *data, const uint64_t *lens, uint64_t count,
+                          int64_t deadline_ns, ipckit_shmq_result *r)
 {
+    int rc = 0;
     uint64_t i;
-    *err = 0;
-    if (shmq_enter(h)) {
-        *err = -EBADF;
-        return 0;
-    }
+    memset(r, 0, sizeof *r);
+    if (shmq_enter(h))
+        return -EBADF;
     for (i = 0; i < count; i++) {
-        int64_t rc = shmq_send_one(h, data, lens[i], deadline_ns);
-        if (rc) {
-            *err = rc;
+        rc = shmq_send_one(h, data, lens[i], deadline_ns);
+        if (rc)
             break;
-        }
         data += lens[i];
     }
-    shmq_leave(h);
-    return (int64_t)i;
+    r->count = i;
+    return shmq_leave(h, rc);
 }
 
 /* Start fetching the slot of the position after pos (its control word, which
@@ -508,111 +853,141 @@ static inline void shmq_prefetch_next(ipckit_shmq *h, uint64_t pos)
     __builtin_prefetch(next + IPCKIT_SHMQ_SLOT_HEADER, 0, 3);
 }
 
-int64_t ipckit_shmq_recv(ipckit_shmq *h, char *dst, uint64_t cap, int refuse_big, int64_t deadline_ns, int64_t *out)
+static inline void shmq_hold(ipckit_shmq *h, struct shmq_claim *c, ipckit_shmq_result *r)
 {
-    uint64_t pos, *slot, len = 0;
-    out[0] = 0;
+    r->held = 1;
+    r->pos = c->pos;
+    r->offset = (uint64_t)((char *)c->slot + IPCKIT_SHMQ_SLOT_HEADER - h->base);
+}
+
+int ipckit_shmq_recv(ipckit_shmq *h, char *dst, uint64_t cap, int refuse_big, int64_t deadline_ns,
+                     ipckit_shmq_result *r)
+{
+    struct shmq_claim c;
+    r->len = 0;
+    r->held = 0;
     if (shmq_enter(h))
         return -EBADF;
-    int64_t rc = shmq_acquire(h, 0, refuse_big ? cap : UINT64_MAX, deadline_ns, &pos, &slot, &len);
+    int rc = shmq_acquire(h, 0, refuse_big ? cap : UINT64_MAX, deadline_ns, &c);
     if (rc == 0) {
-        char *src = (char *)slot + IPCKIT_SHMQ_SLOT_HEADER;
-        shmq_prefetch_next(h, pos);
-        if (len <= cap) {
-            memcpy(dst, src, len);
-            rc = shmq_finish(h, slot, pos, 0);
-            if (rc == 0)
-                rc = (int64_t)len;
+        r->len = c.len;
+        shmq_prefetch_next(h, c.pos);
+        if (c.len <= cap) {
+            memcpy(dst, (char *)c.slot + IPCKIT_SHMQ_SLOT_HEADER, c.len);
+            rc = shmq_finish(h, &c, 0);
         } else {
-            out[0] = (int64_t)pos + 1;
-            out[1] = src - h->base;
-            out[2] = (int64_t)len;
-            rc = (int64_t)len | IPCKIT_SHMQ_HELD;
+            shmq_hold(h, &c, r);
         }
     } else if (rc == -EMSGSIZE) {
-        out[2] = (int64_t)len;
+        r->len = c.len;
     }
-    shmq_leave(h);
-    return rc;
+    return shmq_leave(h, rc);
 }
 
-int64_t ipckit_shmq_recv_scratch(ipckit_shmq *h, int64_t deadline_ns)
+int ipckit_shmq_recv_scratch(ipckit_shmq *h, int64_t deadline_ns)
 {
-    return ipckit_shmq_recv(h, h->scratch, h->scratch_cap, 0, deadline_ns, h->out);
+    return ipckit_shmq_recv(h, h->scratch, h->scratch_cap, 0, deadline_ns, &h->res);
 }
 
-int64_t ipckit_shmq_recv_many(ipckit_shmq *h, char *dst, uint64_t cap, uint64_t *lens, uint64_t max_count,
-                              int64_t deadline_ns, int64_t *out)
+int ipckit_shmq_recv_many(ipckit_shmq *h, char *dst, uint64_t cap, uint64_t *lens, uint64_t max_count,
+                          int64_t deadline_ns, ipckit_shmq_result *r)
 {
-    uint64_t pos, *slot, len = 0, w, used = 0, n = 0;
-    uint32_t me = shmq_mypid();
-    out[0] = 0;
-    out[3] = 0;
+    struct shmq_claim c;
+    uint64_t used = 0, n = 0;
+    memset(r, 0, sizeof *r);
     if (max_count == 0)
         return 0;
     if (shmq_enter(h))
         return -EBADF;
-    int64_t rc = shmq_acquire(h, 0, UINT64_MAX, deadline_ns, &pos, &slot, &len);
-    if (rc) {
-        shmq_leave(h);
-        return rc;
+    const struct shmq_self *me = shmq_me();
+    int rc = shmq_acquire(h, 0, UINT64_MAX, deadline_ns, &c);
+    if (rc)
+        return shmq_leave(h, rc);
+    if (c.len > cap) {
+        r->len = lens[0] = c.len;
+        r->count = 1;
+        shmq_hold(h, &c, r);
+        return shmq_leave(h, 0);
     }
-    if (len > cap) {
-        out[0] = (int64_t)pos + 1;
-        out[1] = (char *)slot + IPCKIT_SHMQ_SLOT_HEADER - h->base;
-        out[2] = (int64_t)len;
-        lens[0] = len;
-        shmq_leave(h);
-        return 1;
-    }
+    r->len = c.len;
     for (;;) {
-        shmq_prefetch_next(h, pos);
-        memcpy(dst + used, (char *)slot + IPCKIT_SHMQ_SLOT_HEADER, len);
-        rc = shmq_finish(h, slot, pos, 0);
+        shmq_prefetch_next(h, c.pos);
+        memcpy(dst + used, (char *)c.slot + IPCKIT_SHMQ_SLOT_HEADER, c.len);
+        rc = shmq_finish(h, &c, 0);
         if (rc == 0) {
-            lens[n++] = len;
-            used += len;
+            lens[n++] = c.len;
+            used += c.len;
         }
-        if (n == max_count)
-            break;
-        if (shmq_try_read(h, me, cap - used, &pos, &slot, &w, &len) != 0)
+        if (n == max_count || shmq_look_read(h, SHMQ_GENTLE, me, cap - used, &c) != 0)
             break;
     }
-    out[3] = (int64_t)used;
-    shmq_leave(h);
-    return (int64_t)n;
+    r->count = n;
+    r->used = used;
+    return shmq_leave(h, n ? 0 : rc);
 }
 
 int ipckit_shmq_release(ipckit_shmq *h, uint64_t pos)
 {
+    struct shmq_claim c;
     uint64_t lap;
     if (shmq_enter(h))
         return -EBADF;
-    int rc = shmq_finish(h, shmq_slot(h, pos, &lap), pos, 0);
-    shmq_leave(h);
-    return rc;
+    c.pos = pos;
+    c.slot = shmq_slot(h, pos, &lap);
+    c.w = SHMQ_MK(lap, SHMQ_READING, shmq_me()->pid);
+    return shmq_leave(h, shmq_finish(h, &c, 0));
 }
 
-int64_t ipckit_shmq_count(ipckit_shmq *h)
+int ipckit_shmq_wait_ready(ipckit_shmq *h, int writer, int64_t deadline_ns, ipckit_shmq_result *r)
 {
+    struct shmq_claim c;
+    c.len = 0;
+    if (r)
+        memset(r, 0, sizeof *r);
+    if (shmq_enter(h))
+        return -EBADF;
+    int rc = shmq_acquire(h, SHMQ_PEEK | (writer ? SHMQ_WRITE : 0), UINT64_MAX, deadline_ns, &c);
+    if (rc == 0 && r && !writer)
+        r->len = c.len;
+    return shmq_leave(h, rc);
+}
+
+void ipckit_shmq_interrupt(ipckit_shmq *h)
+{
+    if (shmq_enter(h))
+        return;
+    __atomic_fetch_add(&h->interrupts, 1, SHMQ_SEQ);
+    shmq_wake_all(h);
+    shmq_leave(h, 0);
+}
+
+int ipckit_shmq_count(ipckit_shmq *h, uint64_t *count)
+{
+    *count = 0;
+    if (shmq_enter(h))
+        return -EBADF;
     uint64_t head = SHMQ_LOAD(&h->hdr->head);
     uint64_t tail = SHMQ_LOAD(&h->hdr->tail);
-    int64_t n = (int64_t)(tail - head);
-    if (n < 0)
-        return 0;
-    return n > (int64_t)h->cap ? (int64_t)h->cap : n;
+    if (tail > head)
+        *count = tail - head > h->cap ? h->cap : tail - head;
+    return shmq_leave(h, 0);
 }
 
-void ipckit_shmq_stat(ipckit_shmq *h, uint64_t *out)
+int ipckit_shmq_stat(ipckit_shmq *h, ipckit_shmq_info *out)
 {
-    out[0] = h->cap;
-    out[1] = h->stride;
-    out[2] = h->max_msg;
-    out[3] = h->size;
-    out[4] = SHMQ_LOAD(&h->hdr->head);
-    out[5] = SHMQ_LOAD(&h->hdr->tail);
-    out[6] = SHMQ_LOAD(&h->hdr->abandoned);
-    out[7] = h->hdr->version;
+    memset(out, 0, sizeof *out);
+    if (shmq_enter(h))
+        return -EBADF;
+    out->capacity = h->cap;
+    out->stride = h->stride;
+    out->max_msg = h->max_msg;
+    out->size = h->size;
+    out->head = SHMQ_LOAD(&h->hdr->head);
+    out->tail = SHMQ_LOAD(&h->hdr->tail);
+    out->abandoned = SHMQ_LOAD(&h->hdr->abandoned);
+    out->dropped = SHMQ_LOAD(&h->hdr->dropped);
+    out->version = h->version;
+    return shmq_leave(h, 0);
 }
 
 void ipckit_shmq_close(ipckit_shmq *h)
@@ -620,8 +995,9 @@ void ipckit_shmq_close(ipckit_shmq *h)
     __atomic_store_n(&h->closing, 1, SHMQ_SEQ);
     if (h->hdr == NULL)
         return;
-    /* Blocked calls of this handle re-check `closing` after any wake-up; the
-     * other processes' sleepers just see a spurious wake-up and sleep again. */
+    /* Blocked calls of this handle re-check `closing` after any wake-up (and every
+     * SHMQ_MAX_SLEEP_NS at the latest); the other processes' sleepers just see a
+     * spurious wake-up and sleep again. */
     while (SHMQ_LOAD(&h->inflight)) {
         shmq_wake_all(h);
         struct timespec ts = {0, 200000};
