@@ -3,6 +3,7 @@
 import errno
 import os
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -98,3 +99,87 @@ def test_semtimedop_times_out(sysv_key):
         assert lib.ipckit_semctl_get(sem.id, 0, lib.GETPID) == os.getpid()
     finally:
         sem.remove()
+
+
+def _ring(capacity=4, max_msg=16):
+    """A ring in plain process memory: what the shm queue maps, without the file."""
+    layout = ffi.new("ipckit_shmq_info *")
+    assert lib.ipckit_shmq_layout(capacity, max_msg, layout) == 0
+    memory = bytearray(layout.size)
+    base = ffi.from_buffer(memory)
+    assert lib.ipckit_shmq_init(base, layout.size, capacity, max_msg) == 0
+    h = ffi.new("ipckit_shmq *")
+    assert lib.ipckit_shmq_attach(h, base, layout.size) == 0
+    return h, memory, base, layout
+
+
+def test_ring_results_come_in_structs_and_errors_as_errno():
+    h, memory, base, layout = _ring()
+    res = ffi.new("ipckit_shmq_result *")
+    dst = ffi.new("char[16]")
+    try:
+        assert lib.ipckit_shmq_send(h, b"abc", 3, 0) == 0
+        assert lib.ipckit_shmq_recv(h, dst, 16, 0, 0, res) == 0
+        assert (res.len, res.held, ffi.buffer(dst, 3)[:]) == (3, 0, b"abc")
+        assert lib.ipckit_shmq_recv(h, dst, 16, 0, 0, res) == -errno.EAGAIN  # deadline 0: would block
+        assert lib.ipckit_shmq_recv(h, dst, 16, 0, 1, res) == -errno.ETIMEDOUT  # a deadline long past
+        assert lib.ipckit_shmq_send(h, b"x" * 17, 17, 0) == -errno.EMSGSIZE
+        # A length of 2**64 - 4 used to come back as the rc, where it reads -EINTR.
+        assert lib.ipckit_shmq_send(h, b"abc", 3, 0) == 0
+        struct.pack_into("<Q", memory, lib.IPCKIT_SHMQ_HEADER_SIZE + layout.stride + 8, 2**64 - errno.EINTR)
+        assert lib.ipckit_shmq_recv(h, dst, 16, 0, 0, res) == -errno.EBADMSG
+        problem = ffi.new("ipckit_shmq_problem *")
+        lib.ipckit_shmq_last_problem(problem)
+        assert (problem.reason, problem.value, problem.where) == (lib.IPCKIT_SHMQ_BAD_LENGTH, 2**64 - errno.EINTR, 1)
+        info = ffi.new("ipckit_shmq_info *")
+        assert lib.ipckit_shmq_stat(h, info) == 0 and (info.head, info.tail, info.dropped) == (2, 2, 1)
+    finally:
+        lib.ipckit_shmq_close(h)
+        lib.ipckit_shmq_detach(h)
+    assert lib.ipckit_shmq_send(h, b"abc", 3, 0) == -errno.EBADF
+    assert lib.ipckit_shmq_stat(h, ffi.new("ipckit_shmq_info *")) == -errno.EBADF
+    ffi.release(base)
+
+
+@pytest.mark.parametrize("patch, reason", [
+    ((0, b"NOTQUEUE"), "BAD_MAGIC"),
+    ((0, bytes(8)), "NOT_READY"),
+    ((8, struct.pack("<I", 7)), "BAD_VERSION"),
+    ((16, struct.pack("<Q", 5)), "BAD_LAYOUT"),
+])
+def test_attach_says_why_with_errno(patch, reason):
+    layout = ffi.new("ipckit_shmq_info *")
+    assert lib.ipckit_shmq_layout(4, 16, layout) == 0
+    memory = bytearray(layout.size)
+    base = ffi.from_buffer(memory)
+    assert lib.ipckit_shmq_init(base, layout.size, 4, 16) == 0
+    offset, data = patch
+    memory[offset:offset + len(data)] = data
+    h = ffi.new("ipckit_shmq *")
+    assert lib.ipckit_shmq_attach(h, base, layout.size) == -errno.EBADMSG
+    problem = ffi.new("ipckit_shmq_problem *")
+    lib.ipckit_shmq_last_problem(problem)
+    assert problem.reason == getattr(lib, "IPCKIT_SHMQ_" + reason)
+    if reason == "BAD_VERSION":
+        assert problem.value == 7
+    ffi.release(base)
+
+
+def test_layout_rejects_what_does_not_fit():
+    layout = ffi.new("ipckit_shmq_info *")
+    for capacity, max_msg in [(0, 8), (8, 0), (2**39, 8), (8, 2**49), (2**38, 2**48)]:
+        assert lib.ipckit_shmq_layout(capacity, max_msg, layout) == -errno.EINVAL
+    assert lib.ipckit_shmq_layout(3, 1, layout) == 0
+    assert (layout.stride, layout.size) == (128, lib.IPCKIT_SHMQ_HEADER_SIZE + 3 * 128)
+
+
+def test_proc_identity():
+    start = ffi.new("uint64_t *")
+    assert lib.ipckit_proc_identity(os.getpid(), start) == lib.IPCKIT_PROC_ALIVE
+    with open("/proc/self/stat") as f:
+        assert start[0] == int(f.read().rsplit(")", 1)[1].split()[19])
+    child = subprocess.Popen(["true"])
+    child.wait()
+    assert lib.ipckit_proc_identity(child.pid, start) == lib.IPCKIT_PROC_GONE and start[0] == 0
+    assert lib.ipckit_proc_identity(0, start) == -errno.EINVAL
+    assert lib.ipckit_proc_identity(-5, start) == -errno.EINVAL

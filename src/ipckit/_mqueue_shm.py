@@ -192,21 +192,28 @@ GIL around every call, spins and sleeps included.
 
 Timed calls, ``_wait.retry`` and ``ipckit.aio``
 -----------------------------------------------
-Each operation is an *attempt* (``_attempt_send``, ``_attempt_recv``,
-``_attempt_recv_into``, ``_attempt_recv_view``, ``_attempt_recv_many``,
-``_attempt_send_many``): one C call with the attempt's limit as its deadline,
-returning the result or ``WOULD_BLOCK`` (deadline passed, would block, EINTR).
-The C call waits on the futex itself, so the synchronous waiter is ``NO_WAIT``:
-timed calls run ``_wait.retry(attempt, deadline, what)``; blocking calls
-(``timeout=None``) make the one C call directly and fall into ``retry`` only on
-EINTR. With ``limit=NOW`` an attempt never blocks (no spin, no sleep, at most 64
-looks at the ring). ``ipckit.aio`` drives the same attempts with ``NOW`` and waits
-in a worker thread with ``_send_waiter()`` / ``_recv_waiter()`` (``_Ready``): the C
-call ``ipckit_shmq_wait_ready`` sleeps as a blocked claim would -- as a sleeper
-that senders or receivers wake -- and returns as soon as a claim may succeed,
-claiming nothing, so a cancelled wait consumed nothing; ``_Ready.interrupt()``
-ends a wait early. An attempt must be called in the thread that made it (the
-opening thread's attempts use its private receive buffer).
+Each operation is one C call with a deadline, ``_try_send`` / ``_try_recv*`` (the
+opening thread's receive, ``_try_recv_scratch``), returning the result or
+``WOULD_BLOCK`` (deadline passed, would block, EINTR) and raising anything else.
+An *attempt* is that call with the attempt's limit as its deadline:
+``_attempt_send(data)``, ``_attempt_recv()``, ``_attempt_recv_into(buffer)``,
+``_attempt_recv_view()``, ``_attempt_recv_many(max_count)``,
+``_attempt_send_many(messages)`` (a ``_SendBatch``, which counts ``sent`` across
+attempts). The C call waits on the futex itself, so the synchronous waiter is
+``NO_WAIT``: a call makes its first try directly (with ``-1``, no deadline, when
+``timeout=None``; the first try of send and recv is written out in full, the hot
+path) and hands the attempt to ``_wait.retry`` only if that try did not complete:
+EINTR, or a deadline that passed. With ``limit=NOW`` an attempt never blocks (no
+spin, no sleep, at most 64 looks at the ring).
+
+``ipckit.aio`` drives the same attempts with ``NOW`` and, between them, waits in a
+worker thread with ``_send_waiter()`` / ``_recv_waiter()`` (``_Ready.wait(deadline)``):
+``ipckit_shmq_wait_ready`` sleeps as a blocked claim would -- registered as a
+sleeper, so that senders or receivers wake it -- recovers slots of owners proven
+gone, and returns as soon as a claim may succeed, claiming nothing; so a cancelled
+wait has consumed nothing, and ``_Ready.interrupt()`` ends a pending wait at once.
+An attempt must be called in the thread that made it (the opening thread's
+attempts use its private buffers).
 
 The Python hot paths
 --------------------
@@ -254,7 +261,6 @@ import mmap
 import os
 import stat as _stat
 import threading
-import time
 from typing import Any, Callable, Iterable, Optional
 
 from ._data import byte_view
@@ -283,7 +289,6 @@ _EINTR, _EAGAIN, _ETIMEDOUT, _EBADF, _EMSGSIZE, _ESTALE, _EBADMSG = (
 _NOT_YET = frozenset((_EINTR, _EAGAIN, _ETIMEDOUT))
 
 _get_ident = threading.get_ident
-_monotonic_ns = time.monotonic_ns  # CLOCK_MONOTONIC on Linux: the clock the C side uses
 _send = lib.ipckit_shmq_send
 _recv = lib.ipckit_shmq_recv
 _recv_scratch = lib.ipckit_shmq_recv_scratch
@@ -300,35 +305,50 @@ def _path(name: str) -> str:
 
 
 def _limit_ns(limit: Deadline) -> int:
-    """The C deadline for an attempt's *limit*: -1 none, 0 never block, else an
-    absolute CLOCK_MONOTONIC time in ns (rounded up: never early)."""
-    if limit is NOW:
+    """The C deadline for an attempt's *limit*: -1 none, 0 never block (``NOW``,
+    ``timeout=0``), else an absolute CLOCK_MONOTONIC time in ns."""
+    if limit is FOREVER:
+        return -1
+    if limit is NOW or limit.timeout == 0:
         return 0
-    left = limit.remaining_ns()
-    if left <= 0:
-        return left  # -1: no deadline; 0: expired
-    return _monotonic_ns() + left
+    return limit.end_ns()
 
 
-def _pointer(data: Any) -> tuple:
-    """``(pointer, nbytes)`` for C over any C-contiguous bytes-like object, no copy."""
+def _pointer(data: Any, argument: str = "data", writable: bool = False) -> tuple:
+    """``(pointer, nbytes)`` for C over any C-contiguous bytes-like object, no copy.
+
+    Anything but bytes and bytearray is checked through a memoryview that is
+    released at once, and then pointed at directly: a memoryview of ours that a
+    cffi pointer holds a buffer of must not be left to the garbage collector (in a
+    reference cycle -- through a traceback, say -- its tp_clear fails on the live
+    export, and the interpreter crashes)."""
     cls = data.__class__
-    if cls is bytes:  # cffi passes the bytes' own storage: no buffer to acquire
+    if cls is bytes and not writable:  # cffi passes the bytes' own storage: no buffer to acquire
         return data, len(data)
-    if cls is bytearray:
-        return _from_buffer(data), len(data)
-    view = data if cls is memoryview and data.c_contiguous else byte_view(data)
-    return _from_buffer(view), view.nbytes
+    if cls is not bytearray:
+        with byte_view(data, argument) as view:
+            if writable and view.readonly:
+                raise TypeError(f"{argument} must be writable")
+            return _from_buffer(data, require_writable=writable), view.nbytes
+    return _from_buffer(data), len(data)
 
 
-def _run(attempt: Callable[[Deadline], Any], deadline: Deadline, what: str) -> Any:
-    """Run an attempt: a blocking call (``FOREVER``) directly, into ``retry`` only on
-    EINTR; a timed one through ``retry``."""
-    if deadline is FOREVER:
-        result = attempt(FOREVER)
-        if result is not WOULD_BLOCK:
-            return result
-    return retry(attempt, deadline, what)
+# The fields of a result struct (ipckit_shmq_result), read from Python through a
+# memoryview of its 64-bit words by these indexes: an item of a memoryview costs a
+# third of a named field's look-up through cffi, which the hot paths notice.
+_R_LEN, _R_COUNT, _R_USED, _R_POS, _R_OFFSET, _R_HELD = (
+    ffi.offsetof("ipckit_shmq_result", field) // 8 for field in ("len", "count", "used", "pos", "offset", "held"))
+assert ffi.sizeof("ipckit_shmq_result") == 48 and _R_LEN == 0
+
+
+def _words(res: Any) -> memoryview:
+    return memoryview(ffi.buffer(res)).cast("Q")
+
+
+def _result() -> tuple:
+    """A fresh result struct and the view of its words."""
+    res = ffi.new("ipckit_shmq_result *")
+    return res, _words(res)
 
 
 class _CorruptHeader(CorruptError, ValueError):
@@ -407,30 +427,51 @@ class _Ready(Waiter):
 
 
 class _SendBatch:
-    """The attempt of ``send_many``: sends what is left of a joined batch, keeping
-    count in ``sent`` across attempts."""
+    """The attempt of ``send_many``: sends what is left of a checked batch -- joined,
+    in one C call, or (too big to join: that would cost a copy each) one
+    ``_try_send`` per message -- counting in ``sent`` across attempts."""
 
-    __slots__ = ("_queue", "_data", "_lens", "_lens_ptr", "_res", "sent", "_offset")
+    __slots__ = ("_queue", "_items", "_data", "_lens", "_lens_ptr", "_res", "_rv", "sent")
 
-    def __init__(self, queue: "ShmMessageQueue", data: bytes, lens: array.array) -> None:
+    def __init__(self, queue: "ShmMessageQueue", items: list, lens: array.array) -> None:
         self._queue = queue
-        self._data = _from_buffer(data)
         self._lens = lens
-        self._lens_ptr = ffi.from_buffer("uint64_t[]", lens)
-        self._res = ffi.new("ipckit_shmq_result *")
         self.sent = 0
-        self._offset = 0
+        self._items: Optional[list] = items
+        if sum(lens) > _BATCH:
+            self._data = None
+            return
+        self._items = None
+        self._data = _from_buffer(b"".join(items))
+        self._lens_ptr = ffi.from_buffer("uint64_t[]", lens)
+        self._res, self._rv = (queue._res, queue._rv) if _get_ident() == queue._tid else _result()
 
     def __call__(self, limit: Deadline) -> Any:
-        queue, res, sent, lens = self._queue, self._res, self.sent, self._lens
-        count = len(lens)
-        rc = lib.ipckit_shmq_send_many(queue._h, self._data + self._offset, self._lens_ptr + sent, count - sent,
-                                       _limit_ns(limit), res)
-        moved = int(res.count)
-        self._offset += sum(lens[sent : sent + moved])
-        self.sent = sent + moved
+        queue, lens, sent = self._queue, self._lens, self.sent
+        deadline_ns = _limit_ns(limit)
+        if self._data is None:
+            items = self._items
+            while sent < len(lens):
+                try:
+                    done = queue._try_send(_pointer(items[sent])[0], lens[sent], deadline_ns)  # type: ignore[index]
+                except IPCError as failed:
+                    failed.sent = sent  # type: ignore[attr-defined]
+                    raise
+                if done is WOULD_BLOCK:
+                    self.sent = sent
+                    return WOULD_BLOCK
+                sent += 1
+            self.sent = sent
+            return sent
+        if sent:
+            rc = lib.ipckit_shmq_send_many(queue._h, self._data + sum(lens[:sent]), self._lens_ptr + sent, len(lens) - sent,
+                                           deadline_ns, self._res)
+        else:
+            rc = lib.ipckit_shmq_send_many(queue._h, self._data, self._lens_ptr, len(lens), deadline_ns, self._res)
         if not rc:
+            self.sent = len(lens)
             return self.sent
+        self.sent = sent + self._rv[_R_COUNT]
         if rc in _NOT_YET:
             return WOULD_BLOCK
         exc = queue._error(rc, "send_many")
@@ -483,11 +524,7 @@ class ShmMessageQueue(MessageQueue):
         h.scratch = self._scratch_ptr
         h.scratch_cap = self._small
         self._res = ffi.addressof(h, "res")
-        # recv()'s one read of the result is its length, through a memoryview of the
-        # struct (an item of a memoryview costs a third of a named field's look-up);
-        # the message was held in its slot instead iff it is longer than the buffer.
-        assert ffi.offsetof("ipckit_shmq_result", "len") == 0
-        self._res_mv = memoryview(ffi.buffer(self._res)).cast("Q")
+        self._rv = _words(self._res)
         self._batch: Optional[tuple] = None
         self._held: set = set()
         self._closed = False
@@ -571,33 +608,38 @@ class ShmMessageQueue(MessageQueue):
             ptr, n = data, len(data)
         else:
             ptr, n = _pointer(data)
+        # The first attempt (_try_send), written out: one C call, which checks the
+        # size first; its deadline is _limit_ns(deadline).
         if timeout is None:
-            rc = _send(self._h, ptr, n, -1)  # checks the size before anything else
+            rc = _send(self._h, ptr, n, -1)
             if not rc:
                 return
-            if rc != _EINTR:
-                raise self._send_error(rc, n, "send")
             deadline = FOREVER
         else:
             deadline = Deadline.from_user(timeout)
+            rc = _send(self._h, ptr, n, deadline.end_ns() if timeout else 0)
+            if not rc:
+                return
+        if rc not in _NOT_YET:
+            raise self._send_error(rc, n, "send")
         retry(self._sender(ptr, n), deadline, "send")
+
+    def _try_send(self, ptr: Any, n: int, deadline_ns: int) -> Any:
+        rc = _send(self._h, ptr, n, deadline_ns)
+        if not rc:
+            return None
+        if rc in _NOT_YET:
+            return WOULD_BLOCK
+        raise self._send_error(rc, n, "send")
 
     def _attempt_send(self, data: Any) -> Callable[[Deadline], Any]:
         """The attempt of ``send(data)`` (see the module notes)."""
         return self._sender(*_pointer(data))
 
+    # The attempts are made here, not in the calls that retry them: a closure in a
+    # method makes its captured locals cells, built on every call of the method.
     def _sender(self, ptr: Any, n: int) -> Callable[[Deadline], Any]:
-        h = self._h
-
-        def attempt(limit: Deadline) -> Any:
-            rc = _send(h, ptr, n, _limit_ns(limit))
-            if not rc:
-                return None
-            if rc in _NOT_YET:
-                return WOULD_BLOCK
-            raise self._send_error(rc, n, "send")
-
-        return attempt
+        return lambda limit: self._try_send(ptr, n, _limit_ns(limit))
 
     def _send_waiter(self) -> _Ready:
         return _Ready(self, writer=True)
@@ -610,28 +652,17 @@ class ShmMessageQueue(MessageQueue):
         Every message is checked (type, ``MessageTooLarge``) before any is sent.
         """
         batch = self._attempt_send_many(messages)
-        deadline = Deadline.from_user(timeout)
-        if batch is None:
+        deadline = FOREVER if timeout is None else Deadline.from_user(timeout)
+        if batch is None or batch(deadline) is not WOULD_BLOCK:
             return
-        if isinstance(batch, _SendBatch):
-            try:
-                _run(batch, deadline, "send_many")
-            except Timeout as exc:
-                exc.sent = batch.sent  # type: ignore[attr-defined]
-                raise
-            return
-        items, lens = batch
-        for sent, item in enumerate(items):  # big messages: joining them would cost a copy each
-            try:
-                _run(self._sender(item if item.__class__ is bytes else _from_buffer(item), lens[sent]), deadline, "send_many")
-            except IPCError as exc:
-                exc.sent = sent  # type: ignore[attr-defined]
-                raise
+        try:
+            retry(batch, deadline, "send_many")
+        except Timeout as exc:
+            exc.sent = batch.sent  # type: ignore[attr-defined]
+            raise
 
-    def _attempt_send_many(self, messages: Iterable[Any]) -> Any:
-        """Check every message of a batch, then: None (nothing to send), a
-        ``_SendBatch`` attempt (``.sent`` counts), or ``(items, lens)`` of a batch
-        too big to join, sent one ``_sender`` attempt per message."""
+    def _attempt_send_many(self, messages: Iterable[Any]) -> Optional[_SendBatch]:
+        """Check every message of a batch, then its attempt (None: nothing to send)."""
         items = messages if messages.__class__ is list else list(messages)
         limit = self._max
         if all(map(_is_bytes, items)):  # the common case, in C-level loops
@@ -641,24 +672,19 @@ class ShmMessageQueue(MessageQueue):
                 self._check_open()
                 raise too_large(biggest, limit, self)
         else:
-            views: list = []
             lens = array.array("Q")
-            for item in items:
-                if not isinstance(item, bytes):
-                    item = byte_view(item, "messages[%d]" % len(views))
-                n = len(item) if isinstance(item, bytes) else item.nbytes
+            for i, item in enumerate(items):
+                if isinstance(item, bytes):
+                    n = len(item)
+                else:
+                    with byte_view(item, "messages[%d]" % i) as view:
+                        n = view.nbytes
                 if n > limit:
                     self._check_open()
                     raise too_large(n, limit, self)
-                views.append(item)
                 lens.append(n)
-            items = views
         self._check_open()
-        if not items:
-            return None
-        if sum(lens) > _BATCH:
-            return items, lens
-        return _SendBatch(self, b"".join(items), lens)
+        return _SendBatch(self, items, lens) if items else None
 
     def _check_send_extras(self, priority: object, type_: object) -> None:
         # One send() signature serves every backend, and each ignores the argument it
@@ -671,47 +697,53 @@ class ShmMessageQueue(MessageQueue):
 
     def recv(self, *, timeout: Optional[float] = None) -> bytes:
         """Take the next message; ``Timeout`` if none arrives within *timeout*."""
-        if timeout is None and _get_ident() == self._tid:
-            rc = _recv_scratch(self._h, -1)  # into self._scratch, the result in h.res
-            if not rc:
-                n = self._res_mv[0]
-                if n <= self._small:
-                    return self._fb[0:n]
-                return self._take_held(self._res)
-            if rc != _EINTR:
-                raise self._error(rc, "recv")
-            deadline = FOREVER
+        if _get_ident() == self._tid:
+            # The first attempt (_try_recv_scratch), written out: into
+            # self._scratch, the result in h.res.
+            if timeout is None:
+                rc = _recv_scratch(self._h, -1)
+                if not rc:
+                    n = self._rv[0]  # _R_LEN; longer than the buffer: held in its slot
+                    if n <= self._small:
+                        return self._fb[0:n]
+                    return self._take_held(self._rv)
+                if rc not in _NOT_YET:
+                    raise self._error(rc, "recv")
+                deadline = FOREVER
+            else:
+                deadline = Deadline.from_user(timeout)
+                result = self._try_recv_scratch(deadline.end_ns() if timeout else 0)  # _limit_ns(deadline)
+                if result is not WOULD_BLOCK:
+                    return result  # type: ignore[no-any-return]
         else:
             deadline = Deadline.from_user(timeout)
         return retry(self._attempt_recv(), deadline, "recv")  # type: ignore[no-any-return]
 
+    def _try_recv_scratch(self, deadline_ns: int) -> Any:
+        rc = _recv_scratch(self._h, deadline_ns)
+        if not rc:
+            n = self._rv[_R_LEN]
+            return self._fb[0:n] if n <= self._small else self._take_held(self._rv)
+        if rc in _NOT_YET:
+            return WOULD_BLOCK
+        raise self._error(rc, "recv")
+
+    def _try_recv(self, res: Any, rv: memoryview, deadline_ns: int) -> Any:
+        rc = _recv(self._h, _NULL, 0, 0, deadline_ns, res)
+        if not rc:
+            return self._take_held(rv) if rv[_R_HELD] else b""  # b"": an empty message
+        if rc in _NOT_YET:
+            return WOULD_BLOCK
+        raise self._error(rc, "recv")
+
     def _attempt_recv(self) -> Callable[[Deadline], Any]:
         """The attempt of ``recv()``; call it in the thread that made it."""
-        h = self._h
         if _get_ident() == self._tid:
-            res, res_mv, fb, small = self._res, self._res_mv, self._fb, self._small
+            return lambda limit: self._try_recv_scratch(_limit_ns(limit))
+        return self._receiver(*_result())  # the handle's buffer and result belong to the opening thread
 
-            def attempt(limit: Deadline) -> Any:
-                rc = _recv_scratch(h, _limit_ns(limit))
-                if not rc:
-                    n = res_mv[0]
-                    return fb[0:n] if n <= small else self._take_held(res)
-                if rc in _NOT_YET:
-                    return WOULD_BLOCK
-                raise self._error(rc, "recv")
-
-        else:  # the per-handle buffer belongs to the opening thread
-            res = ffi.new("ipckit_shmq_result *")
-
-            def attempt(limit: Deadline) -> Any:
-                rc = _recv(h, _NULL, 0, 0, _limit_ns(limit), res)
-                if not rc:
-                    return self._take_held(res) if res.held else b""  # b"": an empty message
-                if rc in _NOT_YET:
-                    return WOULD_BLOCK
-                raise self._error(rc, "recv")
-
-        return attempt
+    def _receiver(self, res: Any, rv: memoryview) -> Callable[[Deadline], Any]:
+        return lambda limit: self._try_recv(res, rv, _limit_ns(limit))
 
     def _recv_waiter(self) -> _Ready:
         return _Ready(self, writer=False)
@@ -726,30 +758,46 @@ class ShmMessageQueue(MessageQueue):
         """Copy the next message into *buffer* (writable, C-contiguous) and return
         its length. A message longer than *buffer* raises ``MessageTooLarge`` and
         stays queued."""
-        deadline = Deadline.from_user(timeout)
-        return _run(self._attempt_recv_into(buffer), deadline, "recv_into")  # type: ignore[no-any-return]
+        ptr, n, res, rv = self._into_args(buffer)
+        if timeout is None:
+            rc = _recv(self._h, ptr, n, 1, -1, res)  # the attempt, inlined
+            if not rc:
+                return rv[0]  # type: ignore[no-any-return]
+            self._into_failed(rc, n, rv)
+            deadline = FOREVER
+        else:
+            deadline = Deadline.from_user(timeout)
+            result = self._try_recv_into(ptr, n, res, rv, _limit_ns(deadline))
+            if result is not WOULD_BLOCK:
+                return result  # type: ignore[no-any-return]
+        return retry(self._receiver_into(ptr, n, res, rv), deadline, "recv_into")  # type: ignore[no-any-return]
+
+    def _into_args(self, buffer: Any) -> tuple:
+        ptr, n = _pointer(buffer, "buffer", writable=True)
+        res, rv = (self._res, self._rv) if _get_ident() == self._tid else _result()
+        return ptr, n, res, rv
+
+    def _try_recv_into(self, ptr: Any, n: int, res: Any, rv: memoryview, deadline_ns: int) -> Any:
+        rc = _recv(self._h, ptr, n, 1, deadline_ns, res)
+        if not rc:
+            return rv[_R_LEN]
+        self._into_failed(rc, n, rv)
+        return WOULD_BLOCK
+
+    def _into_failed(self, rc: int, n: int, rv: memoryview) -> None:
+        """Raise what a failed recv_into means, unless it just did not complete yet."""
+        if rc in _NOT_YET:
+            return
+        if rc == _EMSGSIZE:
+            raise MessageTooLarge(
+                errno.EMSGSIZE, f"recv_into: the next message is {rv[_R_LEN]} bytes, over the {n}-byte buffer; it stays queued")
+        raise self._error(rc, "recv_into")
 
     def _attempt_recv_into(self, buffer: Any) -> Callable[[Deadline], Any]:
-        view = byte_view(buffer, "buffer")
-        if view.readonly:
-            raise TypeError("buffer must be writable")
-        h = self._h
-        res = self._res if _get_ident() == self._tid else ffi.new("ipckit_shmq_result *")
-        ptr = _from_buffer(view)
-        n = view.nbytes
+        return self._receiver_into(*self._into_args(buffer))
 
-        def attempt(limit: Deadline) -> Any:
-            rc = _recv(h, ptr, n, 1, _limit_ns(limit), res)
-            if not rc:
-                return res.len
-            if rc in _NOT_YET:
-                return WOULD_BLOCK
-            if rc == _EMSGSIZE:
-                raise MessageTooLarge(
-                    errno.EMSGSIZE, f"recv_into: the next message is {res.len} bytes, over the {n}-byte buffer; it stays queued")
-            raise self._error(rc, "recv_into")
-
-        return attempt
+    def _receiver_into(self, ptr: Any, n: int, res: Any, rv: memoryview) -> Callable[[Deadline], Any]:
+        return lambda limit: self._try_recv_into(ptr, n, res, rv, _limit_ns(limit))
 
     def recv_view(self, *, timeout: Optional[float] = None) -> _HeldMessage:
         """Take the next message without copying it::
@@ -761,74 +809,90 @@ class ShmMessageQueue(MessageQueue):
         ends; the view is released then and raises ``ValueError`` on any use.
         ``Timeout`` as for ``recv``. Another process with write access to the
         segment could change the bytes under the view: it is shared memory."""
-        deadline = Deadline.from_user(timeout)
-        return _run(self._attempt_recv_view(), deadline, "recv_view")  # type: ignore[no-any-return]
+        res, rv = _result()
+        deadline = FOREVER if timeout is None else Deadline.from_user(timeout)
+        result = self._try_recv_view(res, rv, _limit_ns(deadline))
+        if result is WOULD_BLOCK:
+            result = retry(self._viewer(res, rv), deadline, "recv_view")
+        return result  # type: ignore[no-any-return]
+
+    def _try_recv_view(self, res: Any, rv: memoryview, deadline_ns: int) -> Any:
+        rc = _recv(self._h, _NULL, 0, 0, deadline_ns, res)
+        if rc:
+            if rc in _NOT_YET:
+                return WOULD_BLOCK
+            raise self._error(rc, "recv_view")
+        if not rv[_R_HELD]:  # an empty message: nothing to hold
+            return _HeldMessage(self, -1, memoryview(b""))
+        offset, n = rv[_R_OFFSET], rv[_R_LEN]
+        held = _HeldMessage(self, rv[_R_POS], self._mv[offset : offset + n].toreadonly())
+        self._held.add(held)
+        return held
 
     def _attempt_recv_view(self) -> Callable[[Deadline], Any]:
-        h = self._h
-        res = ffi.new("ipckit_shmq_result *")
+        return self._viewer(*_result())
 
-        def attempt(limit: Deadline) -> Any:
-            rc = _recv(h, _NULL, 0, 0, _limit_ns(limit), res)
-            if rc:
-                if rc in _NOT_YET:
-                    return WOULD_BLOCK
-                raise self._error(rc, "recv_view")
-            if not res.held:  # an empty message: nothing to hold
-                return _HeldMessage(self, -1, memoryview(b""))
-            offset, n = int(res.offset), int(res.len)
-            held = _HeldMessage(self, int(res.pos), self._mv[offset : offset + n].toreadonly())
-            self._held.add(held)
-            return held
-
-        return attempt
+    def _viewer(self, res: Any, rv: memoryview) -> Callable[[Deadline], Any]:
+        return lambda limit: self._try_recv_view(res, rv, _limit_ns(limit))
 
     def recv_many(self, max_count: int = 128, *, timeout: Optional[float] = None) -> list:
         """Wait up to *timeout* for one message, then take up to *max_count*
         without waiting more; returns a non-empty list of ``bytes``."""
         check_positive_int(max_count, "max_count")
-        deadline = Deadline.from_user(timeout)
-        return _run(self._attempt_recv_many(max_count), deadline, "recv_many")  # type: ignore[no-any-return]
+        batch = self._many_args(max_count)
+        if timeout is None:
+            deadline = FOREVER
+            result = self._try_recv_many(batch, max_count, -1)
+        else:
+            deadline = Deadline.from_user(timeout)
+            result = self._try_recv_many(batch, max_count, _limit_ns(deadline))
+        if result is WOULD_BLOCK:
+            result = retry(self._batcher(batch, max_count), deadline, "recv_many")
+        return result  # type: ignore[no-any-return]
 
-    def _attempt_recv_many(self, max_count: int) -> Callable[[Deadline], Any]:
+    def _many_args(self, max_count: int) -> tuple:
+        """``(memoryview, pointer, capacity, lens, lens pointer, result, its view)``:
+        the opening thread keeps one batch buffer; others get their own."""
         if _get_ident() == self._tid:
             if self._batch is None or len(self._batch[3]) < max_count:
                 buf = bytearray(max(_BATCH, self._small))
                 lens = array.array("Q", bytes(8 * max(max_count, 128)))
-                self._batch = (memoryview(buf), _from_buffer(buf), len(buf), lens, ffi.from_buffer("uint64_t[]", lens))
-            mv, ptr, cap, lens, lens_ptr = self._batch
-            res = self._res
-        else:
-            buf = bytearray(max(_BATCH, self._small))
-            lens = array.array("Q", bytes(8 * max_count))
-            mv, ptr, cap, lens_ptr = memoryview(buf), _from_buffer(buf), len(buf), ffi.from_buffer("uint64_t[]", lens)
-            res = ffi.new("ipckit_shmq_result *")
-        h = self._h
+                self._batch = (memoryview(buf), _from_buffer(buf), len(buf), lens, ffi.from_buffer("uint64_t[]", lens),
+                               self._res, self._rv)
+            return self._batch
+        buf = bytearray(max(_BATCH, self._small))
+        lens = array.array("Q", bytes(8 * max_count))
+        return (memoryview(buf), _from_buffer(buf), len(buf), lens, ffi.from_buffer("uint64_t[]", lens), *_result())
 
-        def attempt(limit: Deadline) -> Any:
-            rc = _recv_many(h, ptr, cap, lens_ptr, max_count, _limit_ns(limit), res)
-            if rc:
-                if rc in _NOT_YET:
-                    return WOULD_BLOCK
-                raise self._error(rc, "recv_many")
-            if res.held:
-                return [self._take_held(res)]
-            # One copy of the whole batch out of the buffer, then cut (bytes slicing
-            # is cheaper than a memoryview slice + tobytes per message).
-            blob = mv[: res.used].tobytes()
-            result: list = []
-            append = result.append
-            start = 0
-            for end in _accumulate(lens[: res.count]):
-                append(blob[start:end])
-                start = end
-            return result
+    def _try_recv_many(self, batch: tuple, max_count: int, deadline_ns: int) -> Any:
+        mv, ptr, cap, lens, lens_ptr, res, rv = batch
+        rc = _recv_many(self._h, ptr, cap, lens_ptr, max_count, deadline_ns, res)
+        if rc:
+            if rc in _NOT_YET:
+                return WOULD_BLOCK
+            raise self._error(rc, "recv_many")
+        if rv[_R_HELD]:
+            return [self._take_held(rv)]
+        # One copy of the whole batch out of the buffer, then cut (bytes slicing is
+        # cheaper than a memoryview slice + tobytes per message).
+        blob = mv[: rv[_R_USED]].tobytes()
+        result: list = []
+        append = result.append
+        start = 0
+        for end in _accumulate(lens[: rv[_R_COUNT]]):
+            append(blob[start:end])
+            start = end
+        return result
 
-        return attempt
+    def _attempt_recv_many(self, max_count: int) -> Callable[[Deadline], Any]:
+        return self._batcher(self._many_args(max_count), max_count)
 
-    def _take_held(self, res: Any) -> bytes:
+    def _batcher(self, batch: tuple, max_count: int) -> Callable[[Deadline], Any]:
+        return lambda limit: self._try_recv_many(batch, max_count, _limit_ns(limit))
+
+    def _take_held(self, rv: memoryview) -> bytes:
         """Copy a message that a receive left claimed in its slot, then free the slot."""
-        pos, offset, n = int(res.pos), int(res.offset), int(res.len)
+        pos, offset, n = rv[_R_POS], rv[_R_OFFSET], rv[_R_LEN]
         try:
             data = self._mv[offset : offset + n].tobytes()
         finally:
@@ -955,7 +1019,7 @@ class ShmMessageQueue(MessageQueue):
         self._fd.close()
 
     def _unmap(self) -> None:
-        for view in (getattr(self, "_mv", None), getattr(self, "_scratch_mv", None), getattr(self, "_res_mv", None)):
+        for view in (getattr(self, "_mv", None), getattr(self, "_scratch_mv", None), getattr(self, "_rv", None)):
             if view is not None:
                 view.release()
         self._batch = None

@@ -86,6 +86,14 @@ class Deadline:
             return -1
         return math.ceil(min(left, MAX_WAIT) * 1e9)
 
+    def end_ns(self) -> int:
+        """The deadline as an absolute CLOCK_MONOTONIC time in ns (the clock of
+        ``time.monotonic_ns()``), rounded up, for C calls that take an absolute
+        deadline: -1 for no deadline."""
+        if self._end is None:
+            return -1
+        return math.ceil(self._end * 1e9)
+
     def timeout_error(self, what: str) -> Timeout:
         """The ``Timeout`` to raise when this deadline expired during *what*."""
         import errno

@@ -1,9 +1,11 @@
 """The thin binding layer: the compiled cffi module and one return-code checker.
 
 Runtime code imports ``ffi`` and ``lib`` from here and nothing else of cffi.
-Every C shim in ``csrc/`` returns ``0`` / a non-negative result, or ``-errno``;
-``check()`` turns a negative return into the matching ipckit error, and
-``call()`` retries ``EINTR`` (PEP 475) so no caller has to.
+Every C function in ``csrc/`` returns ``0`` / a non-negative result, or ``-errno``,
+never one that could be read as the other (the shm ring returns ``0`` or
+``-errno`` only, its results in named structs); ``check()`` turns a negative
+return into the matching ipckit error, and ``call()`` retries ``EINTR`` (PEP 475)
+so no caller has to. What is compiled, and how, is listed in ``_build.py``.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@
 #define SHMQ_BLOCKED 1 /* c->w is the word in the way */
 #define SHMQ_BUSY 2    /* the hint kept moving: others are making progress */
 #define SHMQ_STOP 3    /* (gentle) the next message is not for this batch */
-#define SHMQ_HELP 4    /* (shmq_judge) the position is taken: move the hint on */
+#define SHMQ_HELP 4    /* (shmq_classify) the position is taken: move the hint on */
 
 /* shmq_look modes */
 #define SHMQ_WRITE 1 /* the writer's side (else the reader's) */
@@ -440,8 +440,8 @@ static void shmq_recover(ipckit_shmq *h, uint64_t *slot, uint64_t w)
  * it), SHMQ_BUSY (the hint moved: look again), or -EBADMSG: no sequence of
  * protocol steps leaves this word at this position. The argument for each case is
  * in the essay ("What is checked"). */
-static int shmq_judge(ipckit_shmq *h, int writer, uint64_t *hint, uint64_t pos, uint64_t lap, uint64_t *slot,
-                      uint64_t w)
+static int shmq_classify(ipckit_shmq *h, int writer, uint64_t *hint, uint64_t pos, uint64_t lap, uint64_t *slot,
+                         uint64_t w)
 {
     unsigned st = SHMQ_STATE(w);
     int owned = st == SHMQ_WRITING || st == SHMQ_READING;
@@ -470,6 +470,25 @@ static int shmq_judge(ipckit_shmq *h, int writer, uint64_t *hint, uint64_t pos, 
     return shmq_corrupt(IPCKIT_SHMQ_BAD_WORD, w, shmq_index(h, slot));
 }
 
+/* Act on shmq_classify for a look: 0 to look again (the hint was helped on, or
+ * had moved), SHMQ_BLOCKED with *c naming the word in the way, or -EBADMSG. */
+static int shmq_judge(ipckit_shmq *h, int writer, uint64_t *hint, uint64_t pos, uint64_t lap, uint64_t *slot,
+                      uint64_t w, struct shmq_claim *c)
+{
+    int v = shmq_classify(h, writer, hint, pos, lap, slot, w);
+    if (v == SHMQ_HELP) {
+        uint64_t p = pos;
+        SHMQ_CAS(hint, &p, pos + 1);
+        return 0;
+    }
+    if (v == SHMQ_BLOCKED) {
+        c->pos = pos;
+        c->slot = slot;
+        c->w = w;
+    }
+    return v == SHMQ_BUSY ? 0 : v;
+}
+
 /* Claim the slot for the next write. */
 static int shmq_look_write(ipckit_shmq *h, int mode, const struct shmq_self *me, struct shmq_claim *c)
 {
@@ -493,18 +512,9 @@ static int shmq_look_write(ipckit_shmq *h, int mode, const struct shmq_self *me,
             }
             continue;
         }
-        int v = shmq_judge(h, 1, &H->tail, pos, lap, slot, w);
-        if (v == SHMQ_HELP) {
-            uint64_t p = pos;
-            SHMQ_CAS(&H->tail, &p, pos + 1);
-        } else if (v == SHMQ_BLOCKED) {
-            c->pos = pos;
-            c->slot = slot;
-            c->w = w;
+        int v = shmq_judge(h, 1, &H->tail, pos, lap, slot, w, c);
+        if (v)
             return v;
-        } else if (v != SHMQ_BUSY) {
-            return v;
-        }
     }
     return SHMQ_BUSY;
 }
@@ -567,18 +577,9 @@ static int shmq_look_read(ipckit_shmq *h, int mode, const struct shmq_self *me, 
             }
             continue;
         }
-        int v = shmq_judge(h, 0, &H->head, pos, lap, slot, w);
-        if (v == SHMQ_HELP) {
-            uint64_t p = pos;
-            SHMQ_CAS(&H->head, &p, pos + 1);
-        } else if (v == SHMQ_BLOCKED) {
-            c->pos = pos;
-            c->slot = slot;
-            c->w = w;
+        int v = shmq_judge(h, 0, &H->head, pos, lap, slot, w, c);
+        if (v)
             return v;
-        } else if (v != SHMQ_BUSY) {
-            return v;
-        }
     }
     return SHMQ_BUSY;
 }
@@ -918,6 +919,8 @@ int ipckit_shmq_recv_many(ipckit_shmq *h, char *dst, uint64_t cap, uint64_t *len
             lens[n++] = c.len;
             used += c.len;
         }
+        /* Gentle: a message over what is left, or over max_msg, ends the batch
+         * unclaimed (the next call reports a bad one). */
         if (n == max_count || shmq_look_read(h, SHMQ_GENTLE, me, cap - used, &c) != 0)
             break;
     }

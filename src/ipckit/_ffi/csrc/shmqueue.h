@@ -48,7 +48,7 @@ typedef struct {
     uint64_t used;   /* recv_many: bytes of dst filled */
     uint64_t pos;    /* held: pass to ipckit_shmq_release when done */
     uint64_t offset; /* held: where its data starts, from the segment base */
-    uint32_t held;   /* 1: it did not fit: the slot stays claimed, read it in place */
+    uint64_t held;   /* 1: it did not fit: the slot stays claimed, read it in place */
 } ipckit_shmq_result;
 
 /* A layout (ipckit_shmq_layout) or a handle's view of its ring (ipckit_shmq_stat). */
