@@ -766,6 +766,34 @@ def test_attempts_with_now_never_block(posix_name: str) -> None:
         q.unlink()
 
 
+def test_send_op_and_recv_op(posix_name: str) -> None:
+    """The (attempt, waiter) pairs every queue backend gives ipckit.aio."""
+    with create(posix_name, max_messages=1, max_message_size=16) as q:
+        attempt, waiter = q._recv_op()  # type: ignore[attr-defined]
+        assert attempt(NOW) is WOULD_BLOCK
+        q.send(b"x" * 16)
+        send_attempt, send_waiter = q._send_op(b"y")  # type: ignore[attr-defined]
+        assert send_attempt(NOW) is WOULD_BLOCK
+        waiter.wait(Deadline(5))  # ready at once: a message is there
+        start = time.monotonic()
+        send_waiter.wait(Deadline(0.1))  # not ready: waits out its deadline
+        assert time.monotonic() - start >= 0.1
+        assert len(q) == 1  # neither wait consumed anything
+        assert attempt(NOW) == (b"x" * 16, None)
+        assert send_attempt(NOW) is None and q.recv(timeout=0) == b"y"
+        with pytest.raises(ipckit.MessageTooLarge):
+            q._send_op(b"z" * 17)  # type: ignore[attr-defined]
+        with pytest.raises(ValueError):
+            q._send_op(b"z", priority=-1)  # type: ignore[attr-defined]
+        with pytest.raises(TypeError):
+            q._send_op("text")  # type: ignore[attr-defined]
+        with pytest.raises(ValueError):
+            q._recv_op(type=3)  # type: ignore[attr-defined]
+        q.unlink()
+    with pytest.raises(ipckit.ClosedError):
+        q._recv_op()  # type: ignore[attr-defined]
+
+
 def test_an_event_loop_style_consumer(posix_name: str) -> None:
     """What ipckit.aio does: try with NOW, and between tries wait in a worker thread."""
     with create(posix_name) as q:

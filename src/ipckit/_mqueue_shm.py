@@ -644,6 +644,17 @@ class ShmMessageQueue(MessageQueue):
     def _send_waiter(self) -> _Ready:
         return _Ready(self, writer=True)
 
+    def _send_op(self, data: Any, priority: Any = 0, type: Any = 1) -> tuple:
+        """Check a send's arguments (``ClosedError``, ``TypeError``, ``MessageTooLarge``,
+        ``ValueError``, in that order) and return ``(attempt, waiter)`` -- the pair every
+        queue backend gives ``ipckit.aio`` (see ``_mqueue``)."""
+        self._check_open()
+        ptr, n = _pointer(data)
+        if n > self._max:
+            raise too_large(n, self._max, self)
+        self._check_send_extras(priority, type)
+        return self._sender(ptr, n), self._send_waiter()
+
     def send_many(self, messages: Iterable[Any], *, timeout: Optional[float] = None) -> None:
         """Send each of *messages* in order, in one C call for small ones.
 
@@ -747,6 +758,20 @@ class ShmMessageQueue(MessageQueue):
 
     def _recv_waiter(self) -> _Ready:
         return _Ready(self, writer=False)
+
+    def _recv_op(self, type: Any = 0) -> tuple:
+        """``(attempt, waiter)`` for a receive (see ``_send_op``); the attempt returns
+        ``(data, None)`` as the other backends return ``(data, priority or type)``."""
+        self._check_open()
+        if check_receive_type(type) != 0:
+            raise ValueError(f"shm queues have no message types: type must be 0, got {type}")
+        recv = self._attempt_recv()
+
+        def attempt(limit: Deadline) -> Any:
+            data = recv(limit)
+            return data if data is WOULD_BLOCK else (data, None)
+
+        return attempt, self._recv_waiter()
 
     def receive(self, *, type: int = 0, timeout: Optional[float] = None) -> Message:
         """``Message(data)``; shm queues have no types, so *type* must be 0."""

@@ -89,9 +89,11 @@ class Deadline:
     def end_ns(self) -> int:
         """The deadline as an absolute CLOCK_MONOTONIC time in ns (the clock of
         ``time.monotonic_ns()``), rounded up, for C calls that take an absolute
-        deadline: -1 for no deadline."""
+        deadline: -1 for no deadline; at most ``MAX_WAIT`` from now."""
         if self._end is None:
             return -1
+        if self.timeout > MAX_WAIT:  # type: ignore[operator]
+            return math.ceil(min(self._end, _monotonic() + MAX_WAIT) * 1e9)
         return math.ceil(self._end * 1e9)
 
     def timeout_error(self, what: str) -> Timeout:
