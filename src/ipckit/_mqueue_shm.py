@@ -122,8 +122,10 @@ keep their few arguments); the handle stays usable and closable.
   ends the protection, and an array a user made from a ``recv_view`` and kept
   after ``close()`` is the user's own read.
 * What no check can catch: a peer can write a plausible length or word, or
-  overwrite data, and a reader then gets those bytes (never more than a slot).
-  Exactly-once and order are promises between honest processes.
+  overwrite data, and a reader then gets those bytes (never more than a slot);
+  a hint moved by a whole multiple of 2**40 laps looks like the one it replaced
+  (laps are 40 bits). Exactly-once and order are promises between honest
+  processes.
 
 Liveness: taking over a slot only from an owner provably gone
 -------------------------------------------------------------
