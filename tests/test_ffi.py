@@ -183,3 +183,20 @@ def test_proc_identity():
     assert lib.ipckit_proc_identity(child.pid, start) == lib.IPCKIT_PROC_GONE and start[0] == 0
     assert lib.ipckit_proc_identity(0, start) == -errno.EINVAL
     assert lib.ipckit_proc_identity(-5, start) == -errno.EINVAL
+
+
+def test_every_concern_is_listed_in_the_build():
+    """_build.py compiles what it lists, nothing by globbing: a .cdef it does not
+    list would silently be left out. Units have a header; shims do not need one."""
+    import importlib.util
+    import pathlib
+
+    here = pathlib.Path(_ffi.__file__).resolve().parent
+    spec = importlib.util.spec_from_file_location("ipckit_ffi_build", here / "_build.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    concerns = {p.stem for p in (here / "csrc").glob("*.cdef")}
+    assert set(build.SHIMS) | set(build.UNITS) == concerns
+    assert not set(build.SHIMS) & set(build.UNITS) and build.SHIMS[0] == "common"
+    for unit in build.UNITS:
+        assert (here / "csrc" / f"{unit}.h").is_file() and (here / "csrc" / f"{unit}.c").is_file()
