@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ipckit._framing import BODY_CHUNK_MAX, LARGE_BODY, FrameDecoder, FrameTooLarge, encode, encode_header, parse_header
+from ipckit._framing import BODY_CHUNK_MAX, BODY_FIRST, LARGE_BODY, FrameDecoder, FrameTooLarge, encode, encode_header, parse_header
 
 
 def u32(n):
@@ -73,8 +73,9 @@ def test_large_body_is_read_into_buffers_directly():
     dec.feed(wire[:1000])
     assert dec.next_frame() is None
     view = dec.body_buffer()
-    # Memory for what arrived, plus one chunk: not the whole announced payload.
-    assert view is not None and len(view) == LARGE_BODY
+    # A payload up to BODY_FIRST is read into the bytes object returned: the view is
+    # the rest of it, after what arrived with the header.
+    assert view is not None and len(view) == len(payload) - (1000 - 4)
     rest = wire[1000:]
     # Fill the body in uneven pieces, as partial reads would.
     pos = 0
@@ -83,7 +84,8 @@ def test_large_body_is_read_into_buffers_directly():
         view[:n] = rest[pos:pos + n]
         dec.body_received(n)
         pos += n
-    assert dec.next_frame() == payload
+    frame = dec.next_frame()
+    assert frame == payload and type(frame) is bytes
     dec.feed(rest[pos:])
     assert dec.next_frame() == b"next"
     assert dec.at_boundary
@@ -149,7 +151,8 @@ def test_frames_over_max_size_are_refused(limit, chunks, frames, refused):
 @pytest.mark.parametrize("announced", [LARGE_BODY, 2**31, 2**62, 2**64 - 1])
 def test_memory_follows_what_arrived_not_the_header(announced):
     # A header is the peer's claim: memory is taken a chunk at a time as bytes come,
-    # never more than what arrived plus one chunk of at most BODY_CHUNK_MAX.
+    # never more than what arrived plus one chunk (BODY_FIRST at first, at most
+    # BODY_CHUNK_MAX).
     dec = FrameDecoder()
     dec.feed(encode_header(announced) + b"z" * 100)
     assert dec.next_frame() is None
@@ -159,7 +162,7 @@ def test_memory_follows_what_arrived_not_the_header(announced):
     while arrived < target:
         view = dec.body_buffer()
         assert view is not None and len(view) > 0
-        assert len(view) <= max(LARGE_BODY, min(arrived, BODY_CHUNK_MAX)), (len(view), arrived)
+        assert len(view) <= max(BODY_FIRST, min(arrived, BODY_CHUNK_MAX)), (len(view), arrived)
         n = min(len(view), 3 * 1024 * 1024 + 17, target - arrived)
         view[:n] = b"z" * n
         dec.body_received(n)
@@ -251,3 +254,35 @@ def test_any_byte_stream_decodes_as_the_format_says(stream, cuts, limit, use_bod
     pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])]
     expected = _reference_frames(stream, (1 << 64) if limit is None else limit)
     assert _decode(pieces, limit, use_body) == expected
+
+
+@pytest.mark.parametrize("size", [LARGE_BODY, BODY_FIRST - 1, BODY_FIRST, BODY_FIRST + 1, 3 * BODY_FIRST + 7, 9 * BODY_FIRST])
+@pytest.mark.parametrize("piece", [1 << 20, 65536 + 3, 999_983])
+def test_large_payloads_come_back_whole_as_bytes_and_stay_unchanged(size, piece):
+    # Each payload ends up in the bytes object it is returned as (filled in place):
+    # it must equal what was sent, whatever the read sizes, and later frames must
+    # never write into a payload already handed out.
+    payloads = [bytes([i]) * 7 + bytes(range(256)) * (size // 256) + bytes(size % 256) for i in (1, 2)]
+    payloads = [p[:size] for p in payloads]
+    wire = b"".join(encode(p) for p in payloads)
+    dec = FrameDecoder()
+    got, pos = [], 0
+    dec.feed(wire[:100])
+    pos = 100
+    while len(got) < 2:
+        frame = dec.next_frame()
+        if frame is not None:
+            got.append(frame)
+            continue
+        view = dec.body_buffer()
+        if view is None:
+            dec.feed(wire[pos:pos + 4096])
+            pos += 4096
+            continue
+        n = min(len(view), piece, len(wire) - pos)
+        view[:n] = wire[pos:pos + n]
+        dec.body_received(n)
+        pos += n
+    assert [type(g) for g in got] == [bytes, bytes]
+    assert got == payloads
+    assert hash(got[0]) == hash(payloads[0])

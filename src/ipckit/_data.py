@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._ffi import ffi
+
 
 def byte_view(data: object, argument: str = "data") -> memoryview:
     """A flat unsigned-byte memoryview of *data* (bytes, bytearray, memoryview, array,
@@ -20,4 +22,19 @@ def byte_view(data: object, argument: str = "data") -> memoryview:
     return view
 
 
-__all__ = ["byte_view"]
+def fillable_bytes(n: int) -> tuple[bytes, memoryview]:
+    """A new ``bytes`` object of *n* (at least 2) zero bytes and a writable view of
+    its storage, to fill in place before the object is handed to anyone.
+
+    This is how ``os.read`` makes its result: the one copy out of the kernel lands in
+    the object returned, with no bytearray-to-bytes copy after it. It is sound only
+    while nothing else holds the object (no hash cached, not shared): callers make it,
+    fill it through the view, release the view, and only then return it. The zeros
+    come from ``calloc``, so pages a peer never sends are never touched either."""
+    if n < 2:  # bytes(0) and bytes(1) are shared singletons
+        raise ValueError(f"fillable_bytes needs n >= 2, got {n}")
+    obj = bytes(n)
+    return obj, memoryview(ffi.buffer(ffi.from_buffer(obj)))
+
+
+__all__ = ["byte_view", "fillable_bytes"]

@@ -21,12 +21,16 @@ The length is the peer's word, not a fact
 -----------------------------------------
 A header is eight or twelve bytes anyone can write. The decoder therefore never
 sizes memory by it: it holds only the bytes that have actually arrived, plus at most
-one read-ahead chunk. A large payload is assembled in chunks that the caller reads
-straight into (``body_buffer()``, for ``readinto``-style calls: no intermediate
-copy), each chunk as large as what has arrived so far (doubling: few reads, few
-chunks) but never more than ``BODY_CHUNK_MAX``; the chunks are joined once, into the
-``bytes`` returned, which is the one copy a contiguous buffer would cost too. A
-header announcing 2**64 - 1 bytes thus costs 64 KiB until bytes follow it.
+one read-ahead chunk. A large payload is read straight into its buffers
+(``body_buffer()``, for ``readinto``-style calls). Once the rest of a payload fits in
+one chunk -- at most ``BODY_FIRST`` before any of it arrived, else as much as has
+arrived so far, never more than ``BODY_CHUNK_MAX`` -- the buffer is the ``bytes``
+object to be returned itself, filled in place as ``os.read`` fills its result
+(``_data.fillable_bytes``), and what came before is moved into it once. So a payload
+up to 1 MiB costs one copy out of the kernel and no other, as a raw ``readv`` into a
+bytearray of the right size does; a larger one costs at most half its size again; and
+a header announcing 2**64 - 1 bytes costs one ``BODY_FIRST`` chunk until bytes follow
+it (``calloc``'d, so its pages are not even touched until data lands in them).
 
 *max_size* refuses a frame as soon as its header is complete: ``next_frame()`` and
 ``body_buffer()`` raise ``FrameTooLarge``, and keep raising it, because the stream
@@ -38,6 +42,8 @@ from __future__ import annotations
 import struct
 from typing import Optional
 
+from ._data import fillable_bytes
+
 _U32 = struct.Struct("!I")
 _U64 = struct.Struct("!Q")
 ESCAPE = 0xFFFFFFFF
@@ -48,6 +54,9 @@ LONG_HEADER = _U32.size + _U64.size
 # Payloads at least this big are assembled in chunks read into directly; smaller ones
 # are collected from what plain reads return.
 LARGE_BODY = 64 * 1024
+#: The most a large payload's first buffer holds before any of its bytes arrived (and
+#: the size up to which a payload is read into its ``bytes`` directly).
+BODY_FIRST = 1024 * 1024
 #: The largest chunk a large payload is read into: with what has arrived, the bound on
 #: the memory a frame can make the decoder hold.
 BODY_CHUNK_MAX = 16 * 1024 * 1024
@@ -116,8 +125,11 @@ class FrameDecoder:
     # The unparsed bytes are ``_data[_pos:]``: a read of many small frames is kept as
     # the bytes object it arrived in, and each payload is one slice of it (one copy),
     # with no shifting of a buffer per frame. A large payload being assembled is
-    # ``_chunks`` (complete) + ``_chunk[:_chunk_filled]``, ``_filled`` bytes of ``_size``.
-    __slots__ = ("_data", "_pos", "_limit", "_size", "_chunks", "_chunk", "_chunk_filled", "_filled", "_view", "_refused")
+    # ``_chunks`` (complete) + ``_chunk[:_chunk_filled]``, ``_filled`` bytes of ``_size``,
+    # until the rest fits one chunk; from then on it is ``_final``, written through
+    # ``_store``, with the first ``_filled`` bytes in place.
+    __slots__ = ("_data", "_pos", "_limit", "_size", "_chunks", "_chunk", "_chunk_filled", "_filled", "_final",
+                 "_store", "_view", "_refused", "large_last")
 
     def __init__(self, max_size: Optional[int] = None) -> None:
         self._data = b""
@@ -128,8 +140,14 @@ class FrameDecoder:
         self._chunk: Optional[bytearray] = None
         self._chunk_filled = 0
         self._filled = 0
+        self._final: Optional[bytes] = None
+        self._store: Optional[memoryview] = None
         self._view: Optional[memoryview] = None
         self._refused: Optional[FrameTooLarge] = None
+        #: The last payload was a large one: a reader had better read just a header
+        #: next (``LONG_HEADER`` bytes), so that a large payload after it goes
+        #: straight into its own buffer instead of through a read-ahead chunk.
+        self.large_last = False
 
     @property
     def max_size(self) -> Optional[int]:
@@ -168,6 +186,7 @@ class FrameDecoder:
         if len(data) < end:
             return None
         self._pos = end
+        self.large_last = False
         return data[start:end]
 
     def body_buffer(self) -> Optional[memoryview]:
@@ -185,24 +204,44 @@ class FrameDecoder:
             start = pos + header[0]
             if len(data) >= start + header[1]:
                 return None
-            head = data[start:]
+            head = memoryview(data)[start:]  # moved into the payload once, not sliced first
             self._data, self._pos = b"", 0
             self._size, self._filled = header[1], len(head)
-            self._chunks = [head] if head else []
+            self._chunks = [head] if len(head) else []
         elif self._filled == self._size:
             return None
         if self._view is not None:
             self._view.release()
-        chunk = self._chunk
-        if chunk is None or self._chunk_filled == len(chunk):
-            if chunk is not None:
-                self._chunks.append(chunk)
-            # As much as has arrived (doubling), at least LARGE_BODY, at most the cap.
-            want = min(self._size - self._filled, max(LARGE_BODY, min(self._filled, BODY_CHUNK_MAX)))
-            chunk = self._chunk = bytearray(want)
-            self._chunk_filled = 0
-        view = self._view = memoryview(chunk)[self._chunk_filled:]
+        if self._store is None:
+            chunk = self._chunk
+            if chunk is None or self._chunk_filled == len(chunk):
+                if chunk is not None:
+                    self._chunks.append(chunk)
+                    self._chunk = None
+                # As much as has arrived (doubling), at least BODY_FIRST, at most the cap.
+                allowance = max(BODY_FIRST, min(self._filled, BODY_CHUNK_MAX))
+                if self._size - self._filled > allowance:
+                    chunk = self._chunk = bytearray(allowance)
+                    self._chunk_filled = 0
+                else:
+                    self._start_final()
+            if self._store is None:
+                view = self._view = memoryview(chunk)[self._chunk_filled:]  # type: ignore[arg-type]
+                return view
+        view = self._view = self._store[self._filled:]  # type: ignore[index]
         return view
+
+    def _start_final(self) -> None:
+        """The rest of the payload fits one chunk: make the payload's own ``bytes`` and
+        move the pieces that came so far into it (the one extra copy, of at most half
+        the payload; none for a payload up to ``BODY_FIRST``)."""
+        final, store = fillable_bytes(self._size)
+        pos = 0
+        for piece in self._chunks:
+            store[pos:pos + len(piece)] = piece
+            pos += len(piece)
+        self._chunks = []
+        self._final, self._store = final, store
 
     def body_received(self, n: int) -> None:
         """*n* bytes were written into the view ``body_buffer()`` returned."""
@@ -210,16 +249,19 @@ class FrameDecoder:
         assert view is not None and 0 <= n <= len(view)
         view.release()
         self._view = None
-        self._chunk_filled += n
+        if self._store is None:
+            self._chunk_filled += n
         self._filled += n
 
     def _finish_body(self) -> bytes:
-        chunks = self._chunks
-        if self._chunk is not None:
-            chunks.append(self._chunk)  # full: chunks are sized never to pass the payload's end
-        frame = b"".join(chunks)
+        # Chunks are sized never to reach the payload's end, so it ends in _final.
+        frame, store = self._final, self._store
+        assert frame is not None and store is not None
+        store.release()  # nothing writes to the object once it is handed out
         self._size, self._filled = -1, 0
         self._chunks, self._chunk, self._chunk_filled = [], None, 0
+        self._final = self._store = None
+        self.large_last = True
         return frame
 
     def take_buffered(self, n: int) -> bytes:
@@ -248,10 +290,12 @@ class FrameDecoder:
 
 __all__ = [
     "BODY_CHUNK_MAX",
+    "BODY_FIRST",
     "ESCAPE",
     "FrameDecoder",
     "FrameTooLarge",
     "LARGE_BODY",
+    "LONG_HEADER",
     "MAX_FRAME",
     "encode",
     "encode_header",

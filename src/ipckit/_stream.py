@@ -89,7 +89,7 @@ import _signal
 
 from ._data import byte_view
 from ._errors import ClosedError, IPCError, MessageTooLarge, Timeout, closed_error, error_from_errno
-from ._framing import ESCAPE, MAX_FRAME, FrameDecoder, FrameTooLarge, encode_header, parse_header, pack_short_header
+from ._framing import ESCAPE, LONG_HEADER, MAX_FRAME, FrameDecoder, FrameTooLarge, encode_header, parse_header, pack_short_header
 from ._naming import check_positive_int
 from ._resource import FdHolder, Resource
 from ._timeouts import Deadline
@@ -614,7 +614,7 @@ class ReceiveStream(StreamEnd):
         if decoder.at_boundary:
             # Fast path: one read holding exactly one frame skips the decoder.
             try:
-                data = _read(fd, CHUNK)
+                data = _read(fd, LONG_HEADER if decoder.large_last else CHUNK)
             except OSError as exc:
                 raise self._error(exc, "recv") from exc
             if not data:
@@ -671,7 +671,7 @@ class ReceiveStream(StreamEnd):
             if decoder.at_boundary:
                 # As recv()'s fast path: one read holding exactly one frame skips the decoder.
                 try:
-                    data = self._io.read_nowait(CHUNK)
+                    data = self._io.read_nowait(LONG_HEADER if decoder.large_last else CHUNK)
                 except BlockingIOError:
                     return WOULD_BLOCK
                 except OSError as exc:
