@@ -357,6 +357,24 @@ def test_child_process_sends_payloads_to_parent(method):
     assert all(i.pid == child.pid and i.code == SI_QUEUE for i in infos)
 
 
+def test_a_forked_child_sends_with_its_own_pid_and_uid():
+    # The sender's pid is kept between sends (glibc asks the kernel every time): a
+    # child forked after the parent sent must still be reported as itself.
+    with Signal.catch("SIGRTMIN+7") as s:
+        Signal.send(os.getpid(), "SIGRTMIN+7", value=1)
+        assert s.wait(timeout=5).pid == os.getpid()
+        child = multiprocessing.get_context("fork").Process(target=_send_values, args=(os.getpid(), "rtmin+7", [2]))
+        child.start()
+        try:
+            info = s.wait(timeout=10)
+        finally:
+            child.join(10)
+        Signal.send(os.getpid(), "SIGRTMIN+7", value=3)
+        again = s.wait(timeout=5)
+    assert (info.value, info.pid, info.uid) == (2, child.pid, os.getuid())
+    assert (again.value, again.pid) == (3, os.getpid())
+
+
 def _receive_in_order(conn, sig: str, count: int) -> None:
     # Single-threaded receiver (a Connection, unlike a Queue, starts no feeder thread).
     with Signal.catch(sig) as s:
