@@ -61,6 +61,8 @@ QUEUES_MAX_FILE = _PROC + "queues_max"
 ffi, lib = _ffi.ffi, _ffi.lib
 _send = lib.ipckit_mq_send
 _receive = lib.ipckit_mq_receive
+_send_wait = lib.ipckit_mq_send_wait
+_receive_wait = lib.ipckit_mq_receive_wait
 _alloc = ffi.new_allocator(should_clear_after_alloc=False)
 _EAGAIN = -errno.EAGAIN
 _EINTR = -errno.EINTR
@@ -196,8 +198,9 @@ class PosixMessageQueue(MessageQueue):
         within a priority). ``type`` is for SysV queues and is ignored here.
         A full queue waits up to *timeout*, then ``Timeout``; nothing is enqueued."""
         if data.__class__ is bytes and priority.__class__ is int and timeout is None:
-            if len(data) <= self._msgsize and 0 <= priority <= PRIORITY_MAX:
-                if _send(self._mqd, data, len(data), priority, 0) == 0:
+            n = len(data)
+            if n <= self._msgsize and 0 <= priority <= 32767:  # PRIORITY_MAX, as a constant
+                if _send_wait(self._mqd, data, n, priority) == 0:
                     return
         self._send(data, priority, timeout)
 
@@ -240,7 +243,7 @@ class PosixMessageQueue(MessageQueue):
                 slot = buffers.pop()
             except IndexError:
                 slot = self._new_buffer()
-            n = _receive(self._mqd, slot[0], self._size, slot[1], 0)
+            n = _receive_wait(self._mqd, slot[0], self._size)
             if n >= 0:
                 data = slot[2][:n]
                 buffers.append(slot)

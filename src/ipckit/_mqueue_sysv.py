@@ -66,6 +66,8 @@ MAX_NAP = 2e-3
 ffi, lib = _ffi.ffi, _ffi.lib
 _msgsnd = lib.ipckit_msgsnd
 _msgrcv = lib.ipckit_msgrcv
+_msgsnd_wait = lib.ipckit_msgsnd_wait
+_msgrcv_wait = lib.ipckit_msgrcv_wait
 _alloc = ffi.new_allocator(should_clear_after_alloc=False)
 _NOWAIT = lib.IPC_NOWAIT
 _NOERROR = lib.MSG_NOERROR
@@ -194,8 +196,9 @@ class SysvMessageQueue(MessageQueue):
         POSIX queues and is ignored here. A full queue (``msg_qbytes`` reached)
         waits up to *timeout*, then ``Timeout``; nothing is enqueued."""
         if data.__class__ is bytes and type.__class__ is int and timeout is None:
-            if len(data) <= self._limit and 1 <= type <= TYPE_MAX:
-                if _msgsnd(self._qid, type, data, len(data), 0) == 0:
+            n = len(data)
+            if n <= self._limit and 1 <= type <= 2147483647:  # TYPE_MAX, as a constant
+                if _msgsnd_wait(self._qid, type, data, n) == 0:
                     return
         self._send(data, type, timeout)
 
@@ -242,7 +245,7 @@ class SysvMessageQueue(MessageQueue):
                 slot = buffers.pop()
             except IndexError:
                 slot = self._new_buffer()
-            n = _msgrcv(self._qid, slot[1], slot[0], 0, 0)
+            n = _msgrcv_wait(self._qid, slot[1], slot[0])
             if n >= 0:
                 data = slot[2][:n]
                 buffers.append(slot)

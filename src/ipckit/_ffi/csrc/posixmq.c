@@ -48,6 +48,17 @@ static int ipckit_mq_send(int mqd, const char *data, size_t n, unsigned int prio
     return errno == ETIMEDOUT ? -EAGAIN : -errno;
 }
 
+static int ipckit_mq_send_wait(int mqd, const char *data, size_t n, unsigned int prio)
+{
+    return mq_send((mqd_t)mqd, data, n, prio) == 0 ? 0 : -errno;
+}
+
+static long ipckit_mq_receive_wait(int mqd, char *buf, size_t cap)
+{
+    ssize_t n = mq_receive((mqd_t)mqd, buf, cap, NULL);
+    return n >= 0 ? (long)n : -errno;
+}
+
 static long ipckit_mq_receive(int mqd, char *buf, size_t cap, unsigned int *prio, int nowait)
 {
     ssize_t n = nowait ? mq_timedreceive((mqd_t)mqd, buf, cap, prio, &ipckit_mq_past) : mq_receive((mqd_t)mqd, buf, cap, prio);

@@ -53,6 +53,16 @@ static long ipckit_msgrcv(int msqid, void *buf, size_t cap, long type, int flags
     return n == -1 ? -errno : (long)n;
 }
 
+static int ipckit_msgsnd_wait(int msqid, long type, const char *data, size_t n)
+{
+    return ipckit_msgsnd(msqid, type, data, n, 0);
+}
+
+static long ipckit_msgrcv_wait(int msqid, void *buf, size_t cap)
+{
+    return ipckit_msgrcv(msqid, buf, cap, 0, 0);
+}
+
 static int ipckit_msgctl_stat(int msqid, struct ipckit_msg_stat *out)
 {
     struct msqid_ds ds;
