@@ -948,3 +948,36 @@ def test_killed_holders_are_undone_and_never_wedge_the_survivors(make_key, make_
         s.close()
         shm.unlink()
         shm.close()
+
+
+def test_positive_wait_without_the_futex_path_naps_until_the_deadline_or_a_post(monkeypatch, make_name):
+    # A sem_t that is not glibc's (ENOSYS from the futex wait) falls back to looking at
+    # the value between naps: it must still end at its deadline, and see a post.
+    import errno as errno_
+
+    import ipckit._semaphore_posix as backend
+    from ipckit._timeouts import Deadline
+    from ipckit._wait import WOULD_BLOCK
+
+    real = backend.lib
+
+    class NoFutex:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        @staticmethod
+        def ipckit_psem_wait_positive(h, timeout_ns):
+            return -errno_.ENOSYS
+
+    monkeypatch.setattr(backend, "lib", NoFutex())
+    s = ipckit.Semaphore.create(make_name(), 0)
+    try:
+        start = time.monotonic()
+        assert s._positive_attempt(Deadline(0.1)) is WOULD_BLOCK
+        assert 0.1 <= time.monotonic() - start < 2
+        threading.Timer(0.1, s.release).start()
+        assert s._positive_attempt(Deadline(5)) is True
+        assert s.value == 1  # looked, took nothing
+    finally:
+        s.close()
+        s.unlink()

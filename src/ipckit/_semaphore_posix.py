@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import errno
 import os
-import time
 from typing import Any, Optional
 
 from . import _ffi
@@ -45,7 +44,7 @@ from ._errors import As, ClosedError, ExistsError, NotFoundError, closed_error, 
 from ._naming import NAME_MAX, check_posix_name
 from ._semaphore import Semaphore, check_release_n, check_value
 from ._timeouts import Deadline
-from ._wait import WOULD_BLOCK
+from ._wait import WOULD_BLOCK, Backoff
 
 ffi, lib = _ffi.ffi, _ffi.lib
 _wait = lib.ipckit_psem_wait
@@ -164,13 +163,11 @@ class PosixSemaphore(Semaphore):
         if rc == _EAGAIN or rc == _EINTR:
             return WOULD_BLOCK
         if rc == -errno.ENOSYS:  # not glibc's sem_t: look at the value between naps
-            nap = _FIRST_NAP
+            naps = Backoff(_FIRST_NAP, _MAX_NAP)
             while self.value == 0:
-                left = limit.remaining()
-                if left == 0:
+                if limit.expired():
                     return WOULD_BLOCK
-                time.sleep(nap if left is None else min(nap, left))
-                nap = min(2 * nap, _MAX_NAP)
+                naps.wait(limit)
             return True
         raise self._error(rc, "sem_wait")
 
