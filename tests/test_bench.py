@@ -701,12 +701,58 @@ def _assert_no_objects(doc):
     assert not os.path.exists(objects["tmpdir"])
 
 
+def _iceoryx2_host_files() -> set[str]:
+    """iceoryx2's host-wide files (``/dev/shm/iox2_*``, ``/tmp/iceoryx2``): the
+    library keeps them for every later iceoryx2 program, by design."""
+    found = {os.path.join("/dev/shm", n) for n in os.listdir("/dev/shm") if n.startswith("iox2_")}
+    if os.path.isdir("/tmp/iceoryx2"):
+        found.add("/tmp/iceoryx2")
+    return found
+
+
+def _remove_unused(paths: set[str]) -> None:
+    """Remove what the benchmark's iceoryx2 peer made for the host, unless another
+    process has started to use it meanwhile (mapped or open): a test run leaves the
+    host as it found it, without breaking someone else's iceoryx2 program."""
+    import shutil
+
+    from ipckit import _procfs
+
+    for path in sorted(paths):
+        if os.path.isdir(path):
+            subdirs = [os.path.join(path, sub) for sub in os.listdir(path)]
+            if all(os.path.isdir(sub) and not os.listdir(sub) for sub in subdirs):
+                shutil.rmtree(path, ignore_errors=True)
+            continue
+        try:
+            inode = os.stat(path).st_ino
+        except FileNotFoundError:
+            continue
+        if not any(_uses(pid, inode) for pid in _procfs.pids()):
+            os.unlink(path)
+
+
+def _uses(pid: int, inode: int) -> bool:
+    from ipckit import _procfs
+
+    try:
+        return bool(_procfs.mapped_files(pid, {inode}) or _procfs.open_files(pid, {inode}))
+    except (ProcessLookupError, PermissionError):
+        # Gone, or one we may not inspect (pid 1 here): it did not start using a file
+        # made a moment ago by this test's own benchmark run.
+        return False
+
+
 def test_smoke_every_subject(tmp_path):
     pytest.importorskip("matplotlib")
     out_json, out_md, plots = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "plots"
     cmd = [sys.executable, "-m", "ipckit", "bench", "--iterations", "5", "--repeats", "2", "--sizes", "64,4K,64K,1M",
            "--json", str(out_json), "--markdown", str(out_md), "--plot", str(plots), "--no-progress"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    iox2_before = _iceoryx2_host_files()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    finally:
+        _remove_unused(_iceoryx2_host_files() - iox2_before)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Round-trip latency" in proc.stdout
     assert "\x1b[" not in proc.stdout + proc.stderr  # piped: plain text, no colour or cursor codes
