@@ -14,6 +14,10 @@ from ._mqueue import Message as Message
 from ._mqueue import MessageQueue as MessageQueue
 from ._mqueue import MessageQueueStat as MessageQueueStat
 from ._pipe import Pipe as Pipe
+from ._queue import JoinableQueue as JoinableQueue
+from ._queue import Queue as Queue
+from ._queue import QueueClosed as QueueClosed
+from ._queue import SimpleQueue as SimpleQueue
 from ._semaphore import Semaphore as Semaphore
 from ._shm import SharedMemory as SharedMemory
 from ._signal import Signal as Signal
@@ -26,16 +30,20 @@ __all__ = [
     "CorruptError",
     "ExistsError",
     "IPCError",
+    "JoinableQueue",
     "Message",
     "MessageQueue",
     "MessageQueueStat",
     "MessageTooLarge",
     "NotFoundError",
     "Pipe",
+    "Queue",
+    "QueueClosed",
     "Semaphore",
     "SharedMemory",
     "Signal",
     "SignalInfo",
+    "SimpleQueue",
     "Socket",
     "Timeout",
 ]

@@ -52,6 +52,7 @@ UNITS = (
     "futex",
     "procid",
     "shmqueue",
+    "objqueue",
 )
 
 _CFLAGS = ["-O2", "-std=gnu11", "-Wall", "-Wno-unused-function", "-fvisibility=hidden"]

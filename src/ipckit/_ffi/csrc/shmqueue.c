@@ -825,6 +825,26 @@ int ipckit_shmq_send(ipckit_shmq *h, const char *data, uint64_t len, int64_t dea
     return shmq_leave(h, shmq_send_one(h, data, len, deadline_ns));
 }
 
+int ipckit_shmq_send2(ipckit_shmq *h, const char *a, uint64_t alen, const char *b, uint64_t blen, int64_t deadline_ns)
+{
+    struct shmq_claim c;
+    uint64_t len;
+    if (__builtin_add_overflow(alen, blen, &len))
+        return -EMSGSIZE;
+    if (shmq_enter(h))
+        return -EBADF;
+    if (len > h->max_msg)
+        return shmq_leave(h, -EMSGSIZE);
+    int rc = shmq_acquire(h, SHMQ_WRITE, 0, deadline_ns, &c);
+    if (rc)
+        return shmq_leave(h, rc);
+    char *slot = (char *)c.slot + IPCKIT_SHMQ_SLOT_HEADER;
+    memcpy(slot, a, alen);
+    memcpy(slot + alen, b, blen);
+    __atomic_store_n(&c.slot[SHMQ_W_LEN], len, __ATOMIC_RELAXED);
+    return shmq_leave(h, shmq_finish(h, &c, 1));
+}
+
 int ipckit_shmq_send_many(ipckit_shmq *h, const char *data, const uint64_t *lens, uint64_t count,
                           int64_t deadline_ns, ipckit_shmq_result *r)
 {

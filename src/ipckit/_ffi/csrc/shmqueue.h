@@ -107,6 +107,9 @@ int ipckit_shmq_attach(ipckit_shmq *h, char *base, uint64_t size);
 void ipckit_shmq_detach(ipckit_shmq *h);
 
 int ipckit_shmq_send(ipckit_shmq *h, const char *data, uint64_t len, int64_t deadline_ns);
+/* One message of two parts, a then b (ipckit.Queue: a chunk's header and its data),
+ * each copied once into the slot. */
+int ipckit_shmq_send2(ipckit_shmq *h, const char *a, uint64_t alen, const char *b, uint64_t blen, int64_t deadline_ns);
 /* count messages stored back to back in data; r->count = how many were sent. */
 int ipckit_shmq_send_many(ipckit_shmq *h, const char *data, const uint64_t *lens, uint64_t count,
                           int64_t deadline_ns, ipckit_shmq_result *r);
