@@ -7,7 +7,7 @@ import ipckit
 API_NAMES = {
     "Pipe", "MessageQueue", "SharedMemory", "Semaphore", "Signal", "Socket", "Message", "SignalInfo",
     "IPCError", "Timeout", "ExistsError", "NotFoundError", "ClosedError", "MessageTooLarge",
-    "CorruptError",
+    "CorruptError", "Queue", "SimpleQueue", "JoinableQueue",
 }
 
 

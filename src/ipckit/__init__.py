@@ -16,7 +16,6 @@ from ._mqueue import MessageQueueStat as MessageQueueStat
 from ._pipe import Pipe as Pipe
 from ._queue import JoinableQueue as JoinableQueue
 from ._queue import Queue as Queue
-from ._queue import QueueClosed as QueueClosed
 from ._queue import SimpleQueue as SimpleQueue
 from ._semaphore import Semaphore as Semaphore
 from ._shm import SharedMemory as SharedMemory
@@ -38,7 +37,6 @@ __all__ = [
     "NotFoundError",
     "Pipe",
     "Queue",
-    "QueueClosed",
     "Semaphore",
     "SharedMemory",
     "Signal",

@@ -774,7 +774,10 @@ class _Feeder:
         self.thread.start()
         _mp_util.Finalize(owner, _Feeder.finalize_close, (self,), exitpriority=10)
         if not owner._joincancelled:
-            owner._jointhread = _mp_util.Finalize(owner, _Feeder.finalize_join, (weakref.ref(self.thread),), exitpriority=-5)
+            # Tied to the thread, not the queue (as multiprocessing does): a queue
+            # dropped with objects still buffered does not block its collector.
+            owner._jointhread = _mp_util.Finalize(self.thread, _Feeder.finalize_join, (weakref.ref(self.thread),),
+                                                  exitpriority=-5)
 
     @staticmethod
     def finalize_close(feeder: "_Feeder") -> None:
