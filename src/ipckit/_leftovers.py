@@ -67,6 +67,7 @@ from typing import Iterator, Optional
 from . import _procfs
 
 SHM_QUEUE_MAGIC = b"IPCKSHMQ"
+OBJECT_QUEUE_MAGIC = b"IPCKOBJQ"  # ipckit.Queue (_queue.py); same length
 SHM_DIR = "/dev/shm"
 SCAN_TIMEOUT = 20.0  # seconds for reading every process's maps and descriptors
 
@@ -294,8 +295,11 @@ def _posix_details(objects: list[IPCObject], mqdir: Optional[str]) -> None:
     for obj in objects:
         assert isinstance(obj.name, str) and obj.inode is not None
         if obj.kind == "posix-shm":
-            if _first_bytes(os.path.join(SHM_DIR, obj.name[1:]), obj.inode, len(SHM_QUEUE_MAGIC)) == SHM_QUEUE_MAGIC:
+            magic = _first_bytes(os.path.join(SHM_DIR, obj.name[1:]), obj.inode, len(SHM_QUEUE_MAGIC))
+            if magic == SHM_QUEUE_MAGIC:
                 obj.detail = "ipckit shm queue"
+            elif magic == OBJECT_QUEUE_MAGIC:
+                obj.detail = "ipckit queue"
         elif obj.kind == "posix-mq" and mqdir is not None:
             status = _procfs.mqueue_status(obj.name, mqdir)
             if status is not None:
