@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import csubjects as c
+from . import subjects_objects as objects
 from . import subjects_queue as queue
 from . import subjects_shm as shm
 from . import subjects_stream as stream
@@ -66,11 +67,10 @@ FAMILIES: tuple[Family, ...] = (
     # loop's cost, and pyzmq.asyncio ipc://. Each is a subjects.AsyncSubject (an
     # ``aopen`` coroutine and a ``backend``; aloops.py has the loops).
     Family("aio", "async round trips (asyncio, trio)", requires=("ipckit.aio",)),
-    # Coming with ipckit.Queue (issue 11): Python objects. Subjects: ipckit.Queue,
-    # ipckit.SimpleQueue, multiprocessing.Queue / SimpleQueue, faster-fifo; small
-    # tuples and 1 MiB / 64 MiB numpy arrays; baselines mp.Queue and faster-fifo,
-    # C limit c.spin.
-    Family("objects", "object queues (pickled Python objects)", c="c.spin", requires=("ipckit.Queue",)),
+    # ipckit.Queue (issue 11): Python objects -- a 64-byte message travels as a small
+    # tuple (int, float, str), a larger one as a float64 numpy array.
+    Family("objects", "object queues (pickled Python objects)", c="c.spin",
+           baselines=("objects.mp.queue", "objects.faster-fifo"), sizes=objects.SIZES, requires=("ipckit.Queue",)),
 )
 
 SUBJECTS: tuple[type[Subject], ...] = (
@@ -96,6 +96,9 @@ SUBJECTS: tuple[type[Subject], ...] = (
     shm.IpckitShmSem, shm.RawShmSem, shm.MpSharedMemory, c.CSem,
     # signal
     shm.IpckitSignal, shm.RawSignal,
+    # objects
+    objects.IpckitQueue, objects.IpckitSimpleQueue, objects.MpObjectQueue, objects.MpObjectSimpleQueue,
+    objects.FasterFifoObjects,
 )
 
 

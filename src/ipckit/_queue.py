@@ -231,15 +231,17 @@ class _OutOfBand(pickle.Pickler):
         return NotImplemented
 
 
-def _pickle(obj: Any) -> tuple:
-    """``(pickle, raw buffers)`` of *obj*, protocol 5, buffers out of band."""
-    buffers: list = []
-    try:
-        data = _dumps(obj, 5, buffer_callback=buffers.append)
-        if len(data) <= _INBAND_LIMIT:
-            return data, buffers
-    except TypeError:
-        pass  # a memoryview, say: the pickler below handles it, or raises
+def _pickle(obj: Any, data: Optional[bytes] = None, buffers: Optional[list] = None) -> tuple:
+    """``(pickle, raw buffers)`` of *obj*, protocol 5, buffers out of band. *data*,
+    *buffers*: a plain pickle already made (None: it failed, or none was made)."""
+    if buffers is None:
+        buffers = []
+        try:
+            data = _dumps(obj, 5, buffer_callback=buffers.append)
+        except TypeError:
+            data = None  # a memoryview, say: the pickler below handles it, or raises
+    if data is not None and len(data) <= _INBAND_LIMIT:
+        return data, buffers
     buffers = []
     sink = _Sink()
     _OutOfBand(sink, 5, buffer_callback=buffers.append).dump(obj)
@@ -272,8 +274,8 @@ class _Encoded:
         self.total = total
 
 
-def _encode(obj: Any, record_size: int) -> _Encoded:
-    data, buffers = _pickle(obj)
+def _encode(obj: Any, record_size: int, data: Optional[bytes] = None, buffers: Optional[list] = None) -> _Encoded:
+    data, buffers = _pickle(obj, data, buffers)
     if not buffers:
         if len(data) <= record_size:
             return _Encoded(data, [], len(data))
@@ -459,11 +461,11 @@ class _Local(threading.local):
     """Each thread's receive buffer and result struct for R."""
 
     def __init__(self, cap: int) -> None:
-        self.buf = bytearray(cap)
-        self.ptr = ffi.from_buffer(self.buf)
-        self.fb = ffi.buffer(self.ptr, cap)
-        self.cap = cap
-        self.res = ffi.new("ipckit_shmq_result *")
+        buf = bytearray(cap)
+        ptr = ffi.from_buffer(buf)
+        res = ffi.new("ipckit_shmq_result *")
+        # One attribute for the hot path: (pointer, capacity, result, its words, buffer, ffi buffer).
+        self.mine = (ptr, cap, res, memoryview(ffi.buffer(res)).cast("Q"), buf, ffi.buffer(ptr, cap))
 
 
 class _Core:
@@ -605,16 +607,18 @@ class _Core:
 
     def recv(self, deadline: Deadline, owner: object) -> Any:
         """The next object, or WOULD_BLOCK once *deadline* passed."""
-        local = self.local
+        ptr, cap, res, rv, buf, fb = self.local.mine
+        q, rh = self.q, self.rh
+        limit = -1 if deadline is FOREVER else _limit_ns(deadline)
         while True:
-            rc = _objq_get(self.q, self.rh, local.ptr, local.cap, _limit_ns(deadline), local.res)
+            rc = _objq_get(q, rh, ptr, cap, limit, res)
             if rc == 0:
-                n = local.res.len
-                if n and local.buf[0] == _PROTO:
-                    return _loads(local.fb[0:n])
-                return self._decode_record(local.fb[0:n])
+                n = rv[0]  # res.len
+                if n and buf[0] == _PROTO:
+                    return _loads(buf)  # a pickle ends at its STOP: what follows is ignored
+                return self._decode_record(fb[0:n])
             if rc == _GOT_MARKER:
-                obj = self._recv_big(local.fb[0 : local.res.len])
+                obj = self._recv_big(fb[0 : rv[0]])
                 if obj is not _DROPPED:
                     return obj
                 continue
@@ -982,17 +986,46 @@ class Queue:
     def _live_core(self) -> _Core:
         core = self._core
         if self._closed or core is None:
-            raise self._closed_cls(errno.EBADF, f"{type(self).__name__} {self!r} is closed")
+            raise self._closed_error()
         return core
 
     def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
         """Put *obj* into the queue; ``queue.Full`` if it stays full past *timeout*
         (or at once with ``block=False``). Unbounded queues never block."""
-        core = self._live_core()
-        if not self._send(core, _encode(obj, core.record_size), _deadline(block, timeout)):
+        core = self._core
+        if self._closed or core is None:
+            raise self._closed_error()
+        buffers: list = []
+        try:
+            data = _dumps(obj, 5, buffer_callback=buffers.append)
+        except TypeError:
+            data = None  # a memoryview, say: _encode's other pickler takes it, or raises
+        if data is not None and not buffers and len(data) <= core.record_size:
+            # The hot path: a small object, one C call.
+            feeder = self._feeder
+            if feeder is None:
+                if block and timeout is None:
+                    rc = _shmq_send(core.rh, data, len(data), -1)
+                    if not rc:
+                        return
+                enc = _Encoded(data, [], len(data))
+            else:
+                if not feeder.buffer:  # once objects are buffered, the rest go behind them
+                    if not _shmq_send(core.rh, data, len(data), 0):
+                        return
+                enc = _Encoded(data, [], len(data))
+        else:
+            enc = _encode(obj, core.record_size, data, buffers)
+        if not self._deliver(core, enc, _deadline(block, timeout)):
             raise Full
 
-    def _send(self, core: _Core, enc: _Encoded, deadline: Deadline) -> bool:
+    def _closed_error(self) -> Exception:
+        return self._closed_cls(errno.EBADF, f"{type(self).__name__} {self!r} is closed")
+
+    def _counted(self, core: _Core, enc: _Encoded, deadline: Deadline) -> bool:
+        return self._deliver(core, enc, deadline)
+
+    def _deliver(self, core: _Core, enc: _Encoded, deadline: Deadline) -> bool:
         """Put one encoded object (or buffer it): False if *deadline* passed first."""
         feeder = self._feeder
         if feeder is None:
@@ -1017,8 +1050,10 @@ class Queue:
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """Remove and return the next object; ``queue.Empty`` if none arrives within
         *timeout* (or at once with ``block=False``)."""
-        core = self._live_core()
-        obj = core.recv(_deadline(block, timeout), self)
+        core = self._core
+        if self._closed or core is None:
+            raise self._closed_error()
+        obj = core.recv(FOREVER if block and timeout is None else _deadline(block, timeout), self)
         if obj is WOULD_BLOCK:
             raise Empty
         return obj
@@ -1036,7 +1071,7 @@ class Queue:
         def attempt(limit: Deadline) -> Any:
             if enc.record is None and limit is NOW:
                 limit = FOREVER  # a big object streams to its end (see the essay)
-            return None if self._send(core, enc, limit) else WOULD_BLOCK
+            return None if self._counted(core, enc, limit) else WOULD_BLOCK
 
         return attempt, core.ring._send_waiter()  # type: ignore[union-attr]
 
@@ -1118,10 +1153,19 @@ class JoinableQueue(Queue):
     def __init__(self, maxsize: int = 0, *, max_message_size: Optional[int] = None, ctx: Any = None) -> None:
         super().__init__(maxsize, max_message_size=max_message_size)
 
-    def _send(self, core: _Core, enc: _Encoded, deadline: Deadline) -> bool:
+    def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
+        core = self._live_core()
         self._tasks(core, 1)  # before the object can be got (and marked done)
         try:
-            done = super()._send(core, enc, deadline)
+            super().put(obj, block, timeout)
+        except BaseException:
+            self._tasks(core, -1)
+            raise
+
+    def _counted(self, core: _Core, enc: _Encoded, deadline: Deadline) -> bool:
+        self._tasks(core, 1)
+        try:
+            done = super()._counted(core, enc, deadline)
         except BaseException:
             self._tasks(core, -1)
             raise
