@@ -70,7 +70,7 @@ FAMILIES: tuple[Family, ...] = (
     # ipckit.Queue (issue 11): Python objects -- a 64-byte message travels as a small
     # tuple (int, float, str), a larger one as a float64 numpy array.
     Family("objects", "object queues (pickled Python objects)", c="c.spin",
-           baselines=("objects.mp.queue", "objects.faster-fifo"), sizes=objects.SIZES, requires=("ipckit.Queue",)),
+           baselines=("mp.queue-objects", "faster-fifo.objects"), sizes=objects.SIZES, requires=("ipckit.Queue",)),
 )
 
 SUBJECTS: tuple[type[Subject], ...] = (

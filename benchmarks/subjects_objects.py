@@ -65,7 +65,7 @@ class _ObjectSubject(Subject):
 
 
 class IpckitQueue(_ObjectSubject):
-    id, label, group = "objects.ipckit.queue", "ipckit.Queue", "ipckit"
+    id, label, group = "ipckit.queue", "ipckit.Queue", "ipckit"
     note = "maxsize=64; small objects inline in the ring, arrays out of band (one copy per side)"
 
     def make(self) -> Any:
@@ -79,7 +79,7 @@ class IpckitQueue(_ObjectSubject):
 
 
 class IpckitSimpleQueue(_ObjectSubject):
-    id, label, group = "objects.ipckit.simplequeue", "ipckit.SimpleQueue", "ipckit"
+    id, label, group = "ipckit.simplequeue", "ipckit.SimpleQueue", "ipckit"
 
     def make(self) -> Any:
         import ipckit
@@ -92,7 +92,7 @@ class IpckitSimpleQueue(_ObjectSubject):
 
 
 class MpObjectQueue(_ObjectSubject):
-    id, label, group = "objects.mp.queue", "multiprocessing.Queue", "peer"
+    id, label, group = "mp.queue-objects", "multiprocessing.Queue", "peer"
     note = "maxsize=64; a feeder thread pickles into a pipe (the array is copied before put: it pickles later)"
 
     def make(self) -> Any:
@@ -116,7 +116,7 @@ class MpObjectQueue(_ObjectSubject):
 
 
 class MpObjectSimpleQueue(_ObjectSubject):
-    id, label, group = "objects.mp.simplequeue", "multiprocessing.SimpleQueue", "peer"
+    id, label, group = "mp.simplequeue", "multiprocessing.SimpleQueue", "peer"
     note = "a pipe and two locks; put pickles at once"
 
     def make(self) -> Any:
@@ -128,7 +128,7 @@ class MpObjectSimpleQueue(_ObjectSubject):
 
 
 class FasterFifoObjects(_ObjectSubject):
-    id, label, group = "objects.faster-fifo", "faster-fifo Queue", "peer"
+    id, label, group = "faster-fifo.objects", "faster-fifo Queue", "peer"
     requires = ("faster_fifo",)
     note = "8 MiB circular buffer; pickles each object in band"
 

@@ -211,7 +211,7 @@ class QueueClosed(ClosedError, ValueError):
 def _rebuild_memoryview(data: Any, fmt: str, shape: tuple) -> memoryview:
     view = memoryview(data)
     try:
-        return view.cast("B").cast(fmt, shape)
+        return view.cast("B").cast(fmt, shape)  # type: ignore[call-overload]
     except (TypeError, ValueError):
         return view
 
