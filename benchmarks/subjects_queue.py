@@ -116,11 +116,9 @@ class RawMqSysv(Subject):
 def _create_shm_queue(name: str) -> Any:
     import ipckit
 
-    try:
-        return ipckit.MessageQueue.create(name, backend="shm", max_messages=64, max_message_size=MAX_PAYLOAD)
-    except (TypeError, ValueError):
-        # The backend may size itself differently; its defaults are the next best thing.
-        return ipckit.MessageQueue.create(name, backend="shm")
+    # The defaults: what a user gets (sized to carry MAX_PAYLOAD; issue 11, "the
+    # ring's working set").
+    return ipckit.MessageQueue.create(name, backend="shm")
 
 
 class IpckitMqShm(Subject):

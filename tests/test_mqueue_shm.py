@@ -88,7 +88,7 @@ def test_create_open_attributes(posix_name: str) -> None:
 
 def test_defaults(posix_name: str) -> None:
     with ipckit.MessageQueue.create(posix_name, backend="shm") as q:
-        assert (q.max_messages, q.max_message_size) == (1024, 8192)
+        assert (q.max_messages, q.max_message_size) == (8, 1 << 20)
         q.unlink()
 
 

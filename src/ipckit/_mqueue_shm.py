@@ -233,6 +233,22 @@ slices. Across two CPUs the ring itself moves ~10 M messages/s from C, single
 calls and batches alike; from Python a single call per message stays near
 1-2 M/s (see docs/shm_queue.md), which is what batches are for.
 
+Default sizing
+--------------
+Every slot is ``max_message_size`` bytes whatever the message, and positions cycle
+through all slots, so a stream of messages of size ``m`` touches ``capacity x m``
+bytes of the segment; once that falls out of the caches, both sides pay for it
+(issue 11 measured one-way 1 MiB messages at 3.9-4.3 GB/s with 64 slots of 1 MiB and
+6.2-7.4 GB/s with 8). The defaults are a byte budget of 8 MiB per queue: 8 slots of
+1 MiB, so a default queue carries a 1 MiB message and its working set stays 8 MiB
+for large messages and 8 x 128 bytes (a slot's header line and first data line) for
+small ones. The cost: at most 8 messages in flight, which limits ``send_many`` /
+``recv_many`` batches to 8 and costs small-message streams some throughput (here
+~1.0-1.3 M/s single calls either way; batches of 64-byte messages ~3.8 M/s with 1024
+slots, ~1.3 M/s with 8). A ring for many small messages is
+``max_messages=1024, max_message_size=8192`` (the defaults before). Variable-length
+records (below) would serve both with one default.
+
 Threads and close
 -----------------
 A handle may be used from several threads. ``close()`` marks the handle closed,
@@ -275,8 +291,9 @@ from ._timeouts import FOREVER, Deadline, check_timeout
 from ._wait import NOW, WOULD_BLOCK, Waiter, retry
 
 SHM_DIR = "/dev/shm"
-DEFAULT_MAX_MESSAGES = 1024
-DEFAULT_MAX_MESSAGE_SIZE = 8192
+# A byte budget of 8 MiB: see "Default sizing" above.
+DEFAULT_MAX_MESSAGES = 8
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 DEFAULT_SPIN_TIME = 20e-6
 # recv() copies messages up to this size through a per-handle buffer in one C
 # call; larger ones are copied straight from the slot into the new bytes object.
@@ -486,7 +503,9 @@ class ShmMessageQueue(MessageQueue):
 
     Any number of processes may send and receive; each message is delivered
     exactly once, in order per sender. Limits are only what ``/dev/shm`` holds:
-    ``max_messages`` defaults to 1024 and ``max_message_size`` to 8192.
+    ``max_messages`` defaults to 8 and ``max_message_size`` to 1 MiB (see "Default
+    sizing" in the module notes; pass ``max_messages=1024, max_message_size=8192`` for
+    a ring tuned to many small messages).
     ``priority`` must be 0 (the queue is FIFO; anything else is ``ValueError``);
     ``type`` is checked and ignored, as on POSIX queues. There is no file
     descriptor to poll: ``fileno()`` raises ``io.UnsupportedOperation``. Content
