@@ -140,7 +140,7 @@ from typing import Any, Callable, Optional
 
 from ._errors import ClosedError, CorruptError, ExistsError, IPCError, error_from_errno, translate_oserror
 from ._ffi import ffi, lib
-from ._mqueue_shm import SHM_DIR, ShmMessageQueue, _limit_ns, _path
+from ._mqueue_shm import _EBADF, _NOT_YET, SHM_DIR, ShmMessageQueue, _limit_ns, _path
 from ._naming import check_mode, check_posix_name
 from ._timeouts import FOREVER, Deadline
 from ._wait import NOW, WOULD_BLOCK, Waiter
@@ -173,9 +173,6 @@ _OOB_MIN = 4096
 _LANE_SLICE = 0.02
 _LANE_SLICE_NS = int(_LANE_SLICE * 1e9)
 
-_EINTR, _EAGAIN, _ETIMEDOUT, _EBADF = -errno.EINTR, -errno.EAGAIN, -errno.ETIMEDOUT, -errno.EBADF
-_NOT_YET = frozenset((_EINTR, _EAGAIN, _ETIMEDOUT))
-_OWNER_DIED = lib.IPCKIT_OBJQ_OWNER_DIED
 _GOT_MARKER = lib.IPCKIT_OBJQ_MARKER
 
 _dumps = pickle.dumps
