@@ -898,3 +898,81 @@ def test_hostile_frames_never_crash_or_allocate(nbuf, pickle_len, tail):
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
             struct.error, OverflowError, ImportError, UnicodeDecodeError):
         pass  # a malformed pickle inside a well-formed frame: what pickle.loads raises
+
+
+# ---------------------------------------------------------------- SIGKILL at random moments
+
+
+def _chaos_item(pid, i):
+    return (pid, i, np.full(300_000, i, dtype=np.int32)) if i % 4 == 0 else (pid, i)
+
+
+def _chaos_producer(q, pid, n):
+    for i in range(n):
+        q.put(_chaos_item(pid, i))
+        if i % 3 == 0:
+            time.sleep(0.001)  # so that the victims die while objects still flow
+    q.put((pid, None))
+
+
+def _chaos_consumer(q, report_fd):
+    while True:
+        item = q.get(timeout=60)
+        os.write(report_fd, struct.pack("<ii", item[0], item[1] if item[1] is not None else -1))
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_random_sigkills_leave_the_queue_usable(seed):
+    """Consumers killed at random moments lose at most the object each was taking;
+    the survivors get everything else exactly once, whole, in per-producer order."""
+    rng = random.Random(seed)
+    ctx = multiprocessing.get_context("fork")
+    q = ipckit.Queue(8)
+    n = 1500
+    r, w = os.pipe()
+    victims = [ctx.Process(target=_chaos_consumer, args=(q, w)) for _ in range(3)]
+    producers = [ctx.Process(target=_chaos_producer, args=(q, p, n)) for p in range(2)]
+    try:
+        for p in victims + producers:
+            p.start()
+        os.close(w)
+        for v in victims:
+            time.sleep(rng.uniform(0.01, 0.2))
+            v.kill()
+            v.join(10)
+        got = []
+        while True:  # until the producers are done and the queue is empty
+            try:
+                pid, i, *rest = q.get(timeout=0.5)
+            except queue.Empty:
+                if not any(p.is_alive() for p in producers):
+                    break
+                continue
+            if i is None:
+                continue
+            if rest:
+                assert (rest[0] == i).all() and rest[0].shape == (300_000,)
+            got.append((pid, i))
+        for p in producers:
+            p.join(30)
+            assert p.exitcode == 0
+        q.put(np.arange(400_000), timeout=10)  # the queue goes on
+        assert q.get(timeout=10).sum() == np.arange(400_000).sum()
+        reported = []
+        data = b""
+        while chunk := os.read(r, 65536):
+            data += chunk
+        reported = [struct.unpack_from("<ii", data, k) for k in range(0, len(data) - len(data) % 8, 8)]
+        reported = [(pid, i) for pid, i in reported if i >= 0]
+        assert len(set(got)) == len(got) and not set(got) & set(reported)
+        for pid in (0, 1):
+            mine = [i for p, i in got if p == pid]
+            assert mine == sorted(mine)
+        missing = {(p, i) for p in (0, 1) for i in range(n)} - set(got) - set(reported)
+        assert len(missing) <= len(victims), missing  # at most one in the hands of each victim
+    finally:
+        for p in victims + producers:
+            if p.is_alive():
+                p.kill()
+        os.close(r)
+        _drain_and_close(q)
