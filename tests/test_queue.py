@@ -669,6 +669,10 @@ def test_nothing_left_after_sigkill_of_everyone():
         os.close(w)
         assert os.read(r, 1) == b"x"
         time.sleep(0.3)
+        # The segment is mapped, and was never linked: /proc shows it "(deleted)".
+        with open(f"/proc/{pid}/maps") as maps:
+            shm = [line for line in maps if "/dev/shm/" in line]
+        assert shm and all(line.rstrip().endswith("(deleted)") for line in shm)
     finally:
         os.killpg(pid, signal.SIGKILL)
         os.waitpid(pid, 0)

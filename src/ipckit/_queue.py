@@ -747,7 +747,8 @@ class _GetWaiter(Waiter):
     def wait(self, deadline: Deadline) -> None:
         self._ready.wait(deadline)
         core = self._core
-        rc = lib.ipckit_objq_lock(core.q, 1, _limit_ns(Deadline(min(_LANE_SLICE, deadline.remaining() or _LANE_SLICE))))
+        left = deadline.remaining()
+        rc = lib.ipckit_objq_lock(core.q, 1, _limit_ns(Deadline(_LANE_SLICE if left is None else min(_LANE_SLICE, left))))
         if rc >= 0:
             lib.ipckit_objq_unlock(core.q, 1)
 
