@@ -338,6 +338,14 @@ def test_numpy_dtypes(q, dtype):
     got[0] = got[1]  # writable, like multiprocessing's
 
 
+def test_read_only_arrays_arrive_writable(q):
+    for arr in (np.frombuffer(b"ro" * 40, dtype=np.uint8), np.frombuffer(bytes(800_000), dtype=np.float64)):
+        assert not arr.flags.writeable
+        q.put([arr, "x" * 70_000])  # a big in-band part too: several pickle frames
+        got, text = q.get(timeout=10)
+        assert np.array_equal(got, arr) and got.flags.writeable and text == "x" * 70_000
+
+
 def test_numpy_views_and_orders(q):
     base = np.arange(200 * 300, dtype=np.float64).reshape(200, 300)
     for arr in (base[::3, ::2], base.T, base[:, 5], np.asfortranarray(base), base[10:20], np.float64(3.5)):

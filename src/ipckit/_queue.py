@@ -128,6 +128,7 @@ import errno
 import mmap
 import os
 import pickle
+import pickletools
 import queue as _queue_mod
 import stat as _stat
 import struct
@@ -163,6 +164,7 @@ _CHUNK = struct.Struct("<QQQQ")  # seq, offset, total, flags
 _CHUNK_SIZE = _CHUNK.size
 _ABORT = 1
 _MARKER = struct.Struct("<c7xQQ")  # b"M", seq, total
+_FRAME_LEN = struct.Struct("<Q")  # a pickle FRAME's argument
 _FRAME = struct.Struct("<c3xIQ")  # b"B", nbuf, pickle_len
 _PROTO = 0x80
 _KIND_FRAME, _KIND_MARKER = ord("B"), ord("M")
@@ -253,6 +255,29 @@ class _Sink:
         self.write = self.parts.append
 
 
+def _writable(data: bytes) -> bytes:
+    """*data* without its READONLY_BUFFER opcodes, so that the buffers of a read-only
+    source (``numpy.frombuffer(bytes)``, say) arrive writable, as multiprocessing's do
+    (the receiver's buffers are its own copies). FRAME lengths are fixed to match."""
+    cuts = []
+    frames = []  # [position of the length argument, frame start, frame end]
+    for op, arg, pos in pickletools.genops(data):
+        if op.name == "READONLY_BUFFER":
+            cuts.append(pos)
+        elif op.name == "FRAME":
+            frames.append((pos + 1, pos + 9, pos + 9 + arg))
+    if not cuts:
+        return data
+    out = bytearray(data)
+    for arg_at, start, end in frames:
+        inside = sum(1 for c in cuts if start <= c < end)
+        if inside:
+            _FRAME_LEN.pack_into(out, arg_at, end - start - inside)
+    for pos in reversed(cuts):
+        del out[pos]
+    return bytes(out)
+
+
 def _raw(buffer: pickle.PickleBuffer) -> memoryview:
     try:
         return buffer.raw()
@@ -279,6 +304,8 @@ def _encode(obj: Any, record_size: int, data: Optional[bytes] = None, buffers: O
         head = _FRAME.pack(b"B", 0, len(data)) + data
         return _Encoded(None, [(0, memoryview(head))], len(head))
     raws = [_raw(b) for b in buffers]
+    if any(raw.readonly for raw in raws):
+        data = _writable(data)
     head = b"".join((_FRAME.pack(b"B", len(raws), len(data)), struct.pack(f"<{len(raws)}Q", *(r.nbytes for r in raws)), data))
     parts = [(0, memoryview(head))]
     end = len(head)
