@@ -259,13 +259,14 @@ def _writable(data: bytes) -> bytes:
     """*data* without its READONLY_BUFFER opcodes, so that the buffers of a read-only
     source (``numpy.frombuffer(bytes)``, say) arrive writable, as multiprocessing's do
     (the receiver's buffers are its own copies). FRAME lengths are fixed to match."""
-    cuts = []
-    frames = []  # [position of the length argument, frame start, frame end]
-    for op, arg, pos in pickletools.genops(data):
+    cuts: list[int] = []
+    frames: list[tuple[int, int, int]] = []  # (position of the length argument, frame start, frame end)
+    for op, arg, at in pickletools.genops(data):
+        pos = int(at or 0)  # genops gives every position of a bytes pickle
         if op.name == "READONLY_BUFFER":
             cuts.append(pos)
         elif op.name == "FRAME":
-            frames.append((pos + 1, pos + 9, pos + 9 + arg))
+            frames.append((pos + 1, pos + 9, pos + 9 + int(arg or 0)))
     if not cuts:
         return data
     out = bytearray(data)
