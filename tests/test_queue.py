@@ -988,3 +988,27 @@ def test_random_sigkills_leave_the_queue_usable(seed):
                 p.kill()
         os.close(r)
         _drain_and_close(q)
+
+
+def test_close_while_another_thread_joins_or_gets_is_an_error_not_a_crash():
+    # The header stays mapped while a call on another thread may still be inside C.
+    import threading
+
+    for _ in range(20):
+        q = ipckit.JoinableQueue()
+        q.put(1)
+        errors = []
+
+        def join() -> None:
+            try:
+                q.join(timeout=5)
+            except Exception as exc:  # ClosedError/ValueError expected
+                errors.append(exc)
+
+        t = threading.Thread(target=join)
+        t.start()
+        time.sleep(0.01)
+        q.close()
+        t.join(10)
+        assert not t.is_alive()
+        assert len(errors) == 1 and isinstance(errors[0], ipckit.ClosedError)

@@ -144,7 +144,7 @@ from ._ffi import ffi, lib
 from ._mqueue_shm import _EBADF, _NOT_YET, SHM_DIR, ShmMessageQueue, _limit_ns, _path
 from ._naming import check_mode, check_posix_name
 from ._timeouts import FOREVER, Deadline
-from ._wait import NOW, WOULD_BLOCK, Waiter
+from ._wait import NOW, WOULD_BLOCK, Waiter, retry
 
 Empty = _queue_mod.Empty
 Full = _queue_mod.Full
@@ -430,8 +430,9 @@ class _Segment:
         for ring in (self.ring, self.lane):
             if ring is not None:
                 ring.close()
-        if self.q is not None:
-            self._unmap_header()
+        # The header stays mapped until this object is collected: another thread may be
+        # inside a C call on it (a join, a lane token wait, an aio observer), each bounded
+        # by one sleep slice; unmapping under it would be a crash, not an error.
         fd, self.fd = self.fd, -1
         if fd >= 0:
             os.close(fd)
@@ -1214,16 +1215,39 @@ class JoinableQueue(Queue):
     def join(self, timeout: Optional[float] = None) -> None:
         """Block until every object put has been got and marked ``task_done()``.
         (*timeout*, an ipckit extension, raises ``ipckit.Timeout`` when it passes.)"""
+        attempt, _ = self._join_op()
+        retry(attempt, Deadline.from_user(timeout), "join")
+
+    def _join_op(self) -> tuple:
+        """``(attempt, waiter)`` of ``join()`` for ipckit.aio: the attempt waits in the
+        kernel up to its limit (``NOW``: only looks); the waiter observes the same
+        count from a thread. Joining takes nothing, so observing is the whole wait."""
         core = self._live_core()
-        deadline = Deadline.from_user(timeout)
-        while True:
-            rc = lib.ipckit_objq_tasks_wait(core.q, _limit_ns(deadline))
+
+        def attempt(limit: Deadline) -> Any:
+            if self._closed:
+                raise self._closed_error()
+            rc = lib.ipckit_objq_tasks_wait(core.q, _limit_ns(limit))
             if rc == 0:
-                return
-            if deadline.expired():
-                raise deadline.timeout_error("join")
-            if rc not in _NOT_YET:  # pragma: no cover
-                raise error_from_errno(-rc, "join")
+                return None
+            if rc in _NOT_YET:
+                return WOULD_BLOCK
+            raise error_from_errno(-rc, "join")  # pragma: no cover
+
+        return attempt, _JoinWaiter(self, attempt)
+
+
+class _JoinWaiter(Waiter):
+    """For ipckit.aio: until the unfinished-task count is zero (observed, not claimed)."""
+
+    __slots__ = ("key", "_attempt")
+
+    def __init__(self, queue: "JoinableQueue", attempt: Callable[[Deadline], Any]) -> None:
+        self.key = (queue, "join")
+        self._attempt = attempt
+
+    def wait(self, deadline: Deadline) -> None:
+        self._attempt(deadline)
 
 
 class _SimpleClosed(ClosedError):
