@@ -10,9 +10,12 @@ signal catcher's ``_attempt`` with its pipe to wait on.
 
 from __future__ import annotations
 
+import errno
 from typing import Any, AsyncIterator, Iterable, Optional, Sequence
 
-from .._errors import ClosedError, Timeout
+from .._data import byte_view
+from .._errors import ClosedError, Timeout, error_from_errno
+from .._ffi import lib
 from .._mqueue import Message
 from .._mqueue import MessageQueue as _SyncMessageQueue
 from .._mqueue_posix import check_no_type
@@ -131,11 +134,47 @@ class ShmMessageQueue(MessageQueue):
             raise
 
 
+class _Polled(Waiter):
+    """A SysV queue's wait. There is no timed ``msgrcv``/``msgsnd`` to sleep in, so
+    the observer thread polls in C, off the GIL (``ipckit_msgq_wait_ready``: an
+    ``IPC_STAT`` between naps of 50 µs doubling to 2 ms -- 5 ms after 100 ms with
+    nothing -- taking nothing), and the
+    loop wakes only when a message (or room for *n* bytes) may be there."""
+
+    __slots__ = ("_queue", "_writer", "_n", "key")
+
+    def __init__(self, queue: Any, writer: bool, n: int = 0) -> None:
+        self._queue, self._writer, self._n = queue, int(writer), n
+        self.key = (queue, "send", n) if writer else (queue, "recv")
+
+    def wait(self, deadline: Deadline) -> None:
+        q = self._queue
+        rc = lib.ipckit_msgq_wait_ready(q._qid, self._writer, self._n, _SYSV_FIRST_NS, _SYSV_MAX_NS, _SYSV_IDLE_MAX_NS,
+                                        deadline.remaining_ns())
+        if rc < 0 and rc not in (-errno.ETIMEDOUT, -errno.EINTR):
+            raise error_from_errno(-rc, "msgctl(IPC_STAT)")
+
+
+#: 50 µs doubling to 2 ms, as the synchronous wait; to 5 ms once idle for 100 ms.
+_SYSV_FIRST_NS, _SYSV_MAX_NS, _SYSV_IDLE_MAX_NS = 50_000, 2_000_000, 5_000_000
+
+
 class SysvMessageQueue(MessageQueue):
     """A SysV queue: ``receive`` selects by *type* and takes *max_size* / *truncate*.
-    Its waits nap (SysV has no timed ``msgrcv``; docs/async.md says what it costs)."""
+    Its waits poll from a thread (SysV has no timed ``msgrcv``; docs/async.md says
+    what it costs)."""
 
     __slots__ = ()
+
+    async def send(self, data: Any, *, priority: int = 0, type: int = 1, timeout: Optional[float] = None) -> None:
+        deadline = Deadline.from_user(timeout)
+        attempt, _ = self.sync._send_op(data, priority, type)
+        await run(attempt, deadline, "send", _Polled(self.sync, True, byte_view(data).nbytes))
+
+    async def _receive(self, type: int, timeout: Optional[float], *args: Any) -> tuple:
+        deadline = Deadline.from_user(timeout)
+        attempt, _ = self.sync._recv_op(type, *args)
+        return await run(attempt, deadline, "recv", _Polled(self.sync, False))  # type: ignore[no-any-return]
 
     async def receive(self, *, type: int = 0, timeout: Optional[float] = None, max_size: Optional[int] = None,
                       truncate: bool = False) -> Message:
