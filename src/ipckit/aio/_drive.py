@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from functools import partial
 from typing import Any, Callable, Optional
 
 import anyio
@@ -191,11 +192,14 @@ def _waker(event: anyio.Event) -> Callable[[], None]:
     """A function any thread may call to set *event* in the running loop."""
     if _current_library() == "asyncio":
         call = asyncio.get_running_loop().call_soon_threadsafe
-        return lambda: call(event.set)
+
+        def wake() -> None:
+            call(event.set)
+
+        return wake
     import trio
 
-    token = trio.lowlevel.current_trio_token()
-    return lambda: token.run_sync_soon(event.set)
+    return partial(trio.lowlevel.current_trio_token().run_sync_soon, event.set)
 
 
 class _Observer:
