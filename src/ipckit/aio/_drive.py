@@ -49,12 +49,19 @@ from .._wait import NOW, POLLOUT, WOULD_BLOCK, Backoff, ReadyFd, Waiter, attempt
 SLICE = 0.25
 #: How long an unneeded observer thread stays parked before it ends.
 PARK = 5.0
+#: How long an observed wait may first hold the loop's thread (see ``run``).
+SPIN = 0.00005
 #: A schedule point before every this many attempts that succeeded at once, so a
 #: task draining a busy queue lets the other tasks of its loop run.
 YIELD_EVERY = 16
 
 _get_ident = threading.get_ident
 _current_library = sniffio.current_async_library
+
+
+def _running_loop() -> Optional[asyncio.AbstractEventLoop]:
+    """asyncio's loop, or None under trio (also trio in guest mode on an asyncio loop)."""
+    return asyncio.get_running_loop() if _current_library() == "asyncio" else None
 _calls = 0
 
 
@@ -70,9 +77,18 @@ async def run(attempt: Callable[[Deadline], Any], deadline: Deadline, what: str,
         return result
     loop = attempts(attempt, deadline, what, NOW, tried=True)
     again = False
+    # An observed waiter first waits a moment in this thread (SPIN: the reply of a
+    # round trip is often that close), as the synchronous ring spins before it
+    # sleeps; handing the wait to a thread and back costs two thread switches.
+    spin = type(waiter) is not ReadyFd and type(waiter) is not Backoff
     try:
         while True:
             next(loop)
+            if spin:
+                spin = False
+                left = deadline.remaining()
+                waiter.wait(Deadline(SPIN if left is None else min(SPIN, left)))
+                continue
             await wait(waiter, deadline, again)
             again = True
     except StopIteration as done:
@@ -115,7 +131,7 @@ class _Gate:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.done = anyio.Event()
+        self.done: Optional[anyio.Event] = None  # made by a second task that comes to wait
         self.future: Optional[asyncio.Future] = None
         self.token: Any = None  # trio's, to reach its loop from another thread
 
@@ -152,12 +168,14 @@ async def wait_fd(fd: int, events: int) -> None:
     key = (_get_ident(), fd, events)
     gate = _gates.get(key)
     if gate is not None:
+        if gate.done is None:
+            gate.done = anyio.Event()
         await gate.done.wait()
         return
     gate = _gates[key] = _Gate(fd)
     try:
-        if _current_library() == "asyncio":
-            loop = asyncio.get_running_loop()
+        loop = _running_loop()
+        if loop is not None:
             future = gate.future = loop.create_future()
             if events & POLLOUT:
                 loop.add_writer(fd, _set_result, future)
@@ -185,7 +203,8 @@ async def wait_fd(fd: int, events: int) -> None:
     finally:
         if _gates.get(key) is gate:
             del _gates[key]
-        gate.done.set()
+        if gate.done is not None:
+            gate.done.set()
 
 
 def notify_closing(fd: int) -> None:
@@ -204,8 +223,9 @@ def notify_closing(fd: int) -> None:
 
 def _waker(event: anyio.Event) -> Callable[[], None]:
     """A function any thread may call to set *event* in the running loop."""
-    if _current_library() == "asyncio":
-        call = asyncio.get_running_loop().call_soon_threadsafe
+    loop = _running_loop()
+    if loop is not None:
+        call = loop.call_soon_threadsafe
 
         def wake() -> None:
             call(event.set)
