@@ -69,16 +69,19 @@ async def run(attempt: Callable[[Deadline], Any], deadline: Deadline, what: str,
     if result is not WOULD_BLOCK:
         return result
     loop = attempts(attempt, deadline, what, NOW, tried=True)
+    again = False
     try:
         while True:
             next(loop)
-            await wait(waiter, deadline)
+            await wait(waiter, deadline, again)
+            again = True
     except StopIteration as done:
         return done.value
 
 
-async def wait(waiter: Waiter, deadline: Deadline) -> None:
-    """Wait asynchronously for what *waiter* waits for, or until *deadline*."""
+async def wait(waiter: Waiter, deadline: Deadline, again: bool = False) -> None:
+    """Wait asynchronously for what *waiter* waits for, or until *deadline*.
+    *again*: an attempt failed after the last wait said "ready" (see ``_Observer``)."""
     if type(waiter) is Backoff:
         left = deadline.remaining()
         nap = waiter.nap if left is None else min(waiter.nap, left)
@@ -87,17 +90,17 @@ async def wait(waiter: Waiter, deadline: Deadline) -> None:
         return
     left = deadline.remaining()
     if left is None:
-        await _wait(waiter)
+        await _wait(waiter, again)
         return
     with anyio.move_on_after(left):
-        await _wait(waiter)
+        await _wait(waiter, again)
 
 
-async def _wait(waiter: Waiter) -> None:
+async def _wait(waiter: Waiter, again: bool) -> None:
     if type(waiter) is ReadyFd:
         await wait_fd(waiter.fd, waiter.events)
     else:
-        await _observe(waiter)
+        await _observe(waiter, again)
 
 
 # ---------------------------------------------------------------- descriptors
@@ -204,21 +207,26 @@ def _waker(event: anyio.Event) -> Callable[[], None]:
 
 class _Observer:
     """The thread that watches one object for the tasks waiting on it (see the
-    module notes). ``wakers`` maps a registration to the function that wakes its task."""
+    module notes). ``wakers`` maps a registration to the function that wakes its
+    task; ``fresh`` counts the registrations that are not a retry (a task whose
+    attempt failed although the last wait said "ready": another claimed first)."""
 
     def __init__(self, key: Any, waiter: Waiter) -> None:
         self.key = key
         self.waiter = waiter
         self.cond = threading.Condition(threading.Lock())
         self.wakers: dict[int, Callable[[], None]] = {}
+        self.fresh = 0
         self.next_id = 0
         self.running = False
 
-    def register(self, wake: Callable[[], None]) -> int:
+    def register(self, wake: Callable[[], None], again: bool) -> int:
         with self.cond:
             self.next_id += 1
             ticket = self.next_id
             self.wakers[ticket] = wake
+            if not again:
+                self.fresh += 1
             if not self.running:
                 self.running = True
                 threading.Thread(target=self._run, name=f"ipckit.aio observer {self.key!r}", daemon=True).start()
@@ -247,6 +255,8 @@ class _Observer:
                         if _observers.get(self.key) is self:
                             del _observers[self.key]
                         return
+            with self.cond:
+                retries_only, self.fresh = self.fresh == 0, 0
             start = time.monotonic()
             end = Deadline(SLICE)
             try:
@@ -264,9 +274,12 @@ class _Observer:
                     wake()
                 except RuntimeError:  # that task's loop has closed
                     pass
-            # A waiter that says "ready" at once, again and again, while its tasks'
-            # attempts fail, would make this thread spin: nap, growing, after three.
-            instant = instant + 1 if time.monotonic() - start < 0.0001 else 0
+            # A waiter that says "ready" at once, again and again, to tasks whose
+            # attempts then fail (a waiter that promises more than its attempt, or
+            # other processes winning every race) would make this thread spin: nap,
+            # growing, after three such rounds. A genuine wake-up is often instant
+            # too (the message came during the ring's spin): only retries count.
+            instant = instant + 1 if retries_only and time.monotonic() - start < 0.0001 else 0
             if instant > 3 or failed:
                 time.sleep(min(0.00005 * 2 ** min(instant, 6), 0.002))
 
@@ -286,10 +299,10 @@ def _observer(waiter: Waiter) -> _Observer:
         return obs
 
 
-async def _observe(waiter: Waiter) -> None:
+async def _observe(waiter: Waiter, again: bool) -> None:
     event = anyio.Event()
     obs = _observer(waiter)
-    ticket = obs.register(_waker(event))
+    ticket = obs.register(_waker(event), again)
     try:
         await event.wait()
     finally:
