@@ -28,7 +28,7 @@ def test_all_is_sorted_and_resolves():
 def test_public_names_are_not_leaking_private_modules():
     public = {n for n in dir(ipckit) if not n.startswith("_")}
     # Submodules a user may import explicitly are allowed; everything else must be in __all__.
-    allowed_modules = {"testing", "lowlevel"}
+    allowed_modules = {"testing", "lowlevel", "aio"}
     extra = {n for n in public - set(ipckit.__all__) if not inspect.ismodule(getattr(ipckit, n))}
     assert not extra, f"public names not in __all__: {sorted(extra)}"
     assert {n for n in public if inspect.ismodule(getattr(ipckit, n))} <= allowed_modules
@@ -49,3 +49,17 @@ def test_py_typed_marker_is_installed():
     import pathlib
 
     assert (pathlib.Path(ipckit.__file__).parent / "py.typed").exists()
+
+
+AIO_NAMES = {"Pipe", "MessageQueue", "Semaphore", "Socket", "Signal", "Queue", "SimpleQueue", "JoinableQueue", "wrap"}
+
+
+def test_aio_has_the_contract_names_sorted_and_shown_as_ipckit_aio():
+    import ipckit.aio
+
+    assert AIO_NAMES <= set(ipckit.aio.__all__)
+    assert list(ipckit.aio.__all__) == sorted(ipckit.aio.__all__)
+    public = {n for n in dir(ipckit.aio) if not n.startswith("_")}
+    assert public - set(ipckit.aio.__all__) == set(), "public names of ipckit.aio not in its __all__"
+    for name in ipckit.aio.__all__:
+        assert getattr(ipckit.aio, name).__module__ == "ipckit.aio", name

@@ -108,19 +108,33 @@ async def _wait(waiter: Waiter, again: bool) -> None:
 
 class _Gate:
     """One loop's registration of a descriptor: the first task waits on the loop,
-    the others on ``done``; ``close()`` (the object is being closed) ends the wait."""
+    the others on ``done``; ``close()`` (the object is being closed) ends the wait,
+    from any thread."""
 
-    __slots__ = ("done", "future", "fd")
+    __slots__ = ("done", "future", "fd", "token")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.done = anyio.Event()
         self.future: Optional[asyncio.Future] = None
+        self.token: Any = None  # trio's, to reach its loop from another thread
 
-    def close(self) -> None:
+    def close(self, same_thread: bool) -> None:
         future = self.future
-        if future is not None and not future.done():
-            future.set_result(None)
+        try:
+            if future is not None:
+                if same_thread:
+                    _set_result(future)
+                else:
+                    future.get_loop().call_soon_threadsafe(_set_result, future)
+            elif same_thread:
+                anyio.notify_closing(self.fd)
+            elif self.token is not None:
+                import trio
+
+                self.token.run_sync_soon(trio.lowlevel.notify_closing, self.fd)
+        except Exception:  # pragma: no cover - that loop has closed
+            pass
 
 
 # (thread, fd, events) -> gate: a loop lives in one thread, so the thread names it.
@@ -158,6 +172,9 @@ async def wait_fd(fd: int, events: int) -> None:
                 finally:
                     loop.remove_reader(fd)
         else:
+            import trio
+
+            gate.token = trio.lowlevel.current_trio_token()
             try:
                 if events & POLLOUT:
                     await anyio.wait_writable(fd)
@@ -172,20 +189,14 @@ async def wait_fd(fd: int, events: int) -> None:
 
 
 def notify_closing(fd: int) -> None:
-    """*fd* is about to be closed in this thread: end the waits on it, whose next
-    attempt then raises ``ClosedError``."""
+    """*fd* is about to be closed: end the waits on it, in any thread's loop; their
+    next attempt raises ``ClosedError``."""
     if fd < 0:
         return
     ident = _get_ident()
     for key, gate in list(_gates.items()):
-        if key[0] == ident and key[1] == fd:
-            if gate.future is not None:
-                gate.close()
-            else:
-                try:
-                    anyio.notify_closing(fd)
-                except Exception:  # pragma: no cover - no loop running here
-                    pass
+        if key[1] == fd:
+            gate.close(key[0] == ident)
 
 
 # ---------------------------------------------------------------- observers
