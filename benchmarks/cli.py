@@ -158,9 +158,11 @@ def _compared(old: dict, new: dict) -> int:
 
 
 def _list(cfg: runner.Config) -> None:
-    for s in runner.select(all_subjects(), cfg.only):
+    subjects = runner.select(all_subjects(), cfg.only)
+    width = max([20] + [len(s.id) for s in subjects])
+    for s in subjects:
         why = s.unavailable()
-        print(f"{s.id:<20} {s.group:<7} {s.family:<10} {s.label}" + (f"  (n/a: {why})" if why else ""))
+        print(f"{s.id:<{width}} {s.group:<7} {s.family:<10} {s.label}" + (f"  (n/a: {why})" if why else ""))
     for family, why in unavailable_families():
         print(f"(family {family.id}: {family.title}: left out, {why})")
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import csubjects as c
+from . import subjects_aio as aio
 from . import subjects_objects as objects
 from . import subjects_queue as queue
 from . import subjects_shm as shm
@@ -61,12 +62,13 @@ FAMILIES: tuple[Family, ...] = (
     Family("mq-shm", "queues in shared memory", c="c.spin"),
     Family("shm-sem", "shared memory + semaphores", c="c.sem"),
     Family("signal", "signals"),
-    # Coming with ipckit.aio (issue 10): asyncio and trio round trips. Subjects:
-    # ipckit.aio Socket unix / Pipe.duplex / shm queue under asyncio and under trio,
-    # raw twin asyncio.open_unix_connection; baselines the sync ipckit call plus the
-    # loop's cost, and pyzmq.asyncio ipc://. Each is a subjects.AsyncSubject (an
-    # ``aopen`` coroutine and a ``backend``; aloops.py has the loops).
-    Family("aio", "async round trips (asyncio, trio)", requires=("ipckit.aio",)),
+    # ipckit.aio (issue 10): ipckit.aio Socket unix / Pipe.duplex / shm queue under
+    # asyncio and under trio (and ipckit.aio.Queue under asyncio); raw twins the loop's
+    # own streams (asyncio.open_unix_connection, trio.open_unix_socket) on the same
+    # kernel object; each ipckit row also against the sync ipckit call plus the loop's
+    # cost of its mechanism (its extra_baselines), and every one against pyzmq.asyncio
+    # ipc://. Each is a subjects.AsyncSubject (subjects_aio.py; aloops.py has the loops).
+    Family("aio", "async round trips (asyncio, trio)", baselines=("zmq.asyncio.ipc",), requires=("ipckit.aio",)),
     # ipckit.Queue (issue 11): Python objects -- a 64-byte message travels as a small
     # tuple (int, float, str), a larger one as a float64 numpy array.
     Family("objects", "object queues (pickled Python objects)", c="c.spin",
@@ -96,6 +98,11 @@ SUBJECTS: tuple[type[Subject], ...] = (
     shm.IpckitShmSem, shm.RawShmSem, shm.MpSharedMemory, c.CSem,
     # signal
     shm.IpckitSignal, shm.RawSignal,
+    # aio: asyncio, then trio
+    aio.AioUnix, aio.RawAsyncioUnix, aio.SyncUnix, aio.AioDuplex, aio.RawAsyncioSocketpair, aio.SyncDuplex,
+    aio.AioMqShm, aio.SyncMqShm, aio.AioQueue, aio.ZmqAsyncioIpc,
+    aio.AioUnixTrio, aio.RawTrioUnix, aio.SyncUnixTrio, aio.AioDuplexTrio, aio.RawTrioSocketpair, aio.SyncDuplexTrio,
+    aio.AioMqShmTrio, aio.SyncMqShmTrio,
     # objects
     objects.IpckitQueue, objects.IpckitSimpleQueue, objects.MpObjectQueue, objects.MpObjectSimpleQueue,
     objects.FasterFifoObjects,
@@ -111,7 +118,7 @@ def check(families: tuple[Family, ...] = FAMILIES, subjects: tuple[type[Subject]
     for s in subjects:
         if s.family not in fam_ids:
             problems.append(f"{s.id}: unknown family {s.family!r}")
-        for what, ref in (("raw", s.raw), ("c", s.c)):
+        for what, ref in (("raw", s.raw), ("c", s.c), *(("baseline", b) for b in s.extra_baselines)):
             if ref is not None and ref not in ids:
                 problems.append(f"{s.id}: {what} {ref!r} is not a registered subject")
         if s.raw is not None and s.group != "ipckit":
@@ -156,7 +163,7 @@ def all_subjects(families: tuple[Family, ...] = FAMILIES, subjects: tuple[type[S
                 if inst.group != "c":
                     inst.c = inst.c or f.c
                 if inst.group == "ipckit":
-                    inst.baselines = f.baselines
+                    inst.baselines = f.baselines + tuple(b for b in cls.extra_baselines if b not in f.baselines)
                 inst.sizes = f.sizes
                 out.append(inst)
     return out

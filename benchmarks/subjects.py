@@ -55,6 +55,9 @@ class Subject:
     # Filled in from the family by the registry (a subject may set its own c):
     c: Optional[str] = None  # id of the C limit: vs C
     baselines: tuple[str, ...] = ()  # ipckit rows: ids of the family's extra ratio columns
+    # ipckit rows: more ratio columns of this subject's own, after the family's (e.g. the
+    # aio rows' "sync call plus the loop's cost" of the same mechanism)
+    extra_baselines: ClassVar[tuple[str, ...]] = ()
     sizes: Optional[tuple[int, ...]] = None  # the family's own throughput sizes (None: --sizes)
     metrics: ClassVar[tuple[str, ...]] = (LATENCY, THROUGHPUT)
     requires: ClassVar[tuple[str, ...]] = ()  # importable modules needed (optional extras)

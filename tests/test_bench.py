@@ -500,7 +500,7 @@ def test_subject_modules_import_only_the_base():
     import ipckit_bench
 
     here = pathlib.Path(ipckit_bench.__file__).parent
-    for name in ("subjects_stream", "subjects_queue", "subjects_shm", "csubjects"):
+    for name in ("subjects_stream", "subjects_queue", "subjects_shm", "subjects_objects", "subjects_aio", "csubjects"):
         tree = ast.parse((here / f"{name}.py").read_text())
         local = set()
         for node in ast.walk(tree):

@@ -77,6 +77,8 @@ def test_api_reference_has_every_public_name(site: Path) -> None:
     anchors = set(re.findall(r'id="([^"]+)"', api))
     wanted = [f"ipckit.{name}" for name in ipckit.__all__]
     wanted += [f"ipckit.testing.{name}" for name in ipckit.testing.__all__]
+    aio = importlib.import_module("ipckit.aio")
+    wanted += [f"ipckit.aio.{name}" for name in aio.__all__]
     missing = [name for name in wanted if name not in anchors]
     assert not missing, f"not in docs/reference/api.md: {missing}"
 
