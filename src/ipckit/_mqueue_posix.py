@@ -129,6 +129,14 @@ def _getattr(mqd: int) -> Any:
     return attr
 
 
+def check_no_type(type: object) -> None:
+    """A POSIX receive's *type*, which must be 0 (also ``ipckit.aio``'s)."""
+    if isinstance(type, bool) or not isinstance(type, int):
+        raise TypeError(f"type must be an int, not {type.__class__.__name__}")
+    if type != 0:
+        raise ValueError(f"POSIX queues have no message types (they order by priority): type must be 0, got {type}")
+
+
 class PosixMessageQueue(MessageQueue):
     """A POSIX message queue (``backend="posix"``). Its descriptor is pollable:
     ``fileno()`` works with ``selectors`` and asyncio (readable when a message
@@ -255,9 +263,7 @@ class PosixMessageQueue(MessageQueue):
         """Like ``recv()`` but returns ``Message(data, priority, None)``. POSIX
         queues have no types: *type* must be 0."""
         if type != 0 or type.__class__ is not int:
-            if isinstance(type, bool) or not isinstance(type, int):
-                raise TypeError(f"type must be an int, not {type.__class__.__name__}")
-            raise ValueError(f"POSIX queues have no message types (they order by priority): type must be 0, got {type}")
+            check_no_type(type)
         data, priority = self._receive(timeout)
         return Message(data, priority, None)
 

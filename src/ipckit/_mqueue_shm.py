@@ -432,6 +432,11 @@ class _Ready(Waiter):
         self._queue = queue
         self._writer = 1 if writer else 0
 
+    @property
+    def key(self) -> tuple:
+        """What it watches: ``ipckit.aio`` keeps one observer per key."""
+        return (self._queue, self._writer)
+
     def wait(self, deadline: Deadline) -> None:
         queue = self._queue
         rc = lib.ipckit_shmq_wait_ready(queue._h, self._writer, _limit_ns(deadline), _NULL)

@@ -109,6 +109,18 @@ def _stat(msqid: int, what: str, overrides: Any = SYSV_REMOVED) -> SysvMsgStat:
     )
 
 
+def check_receive_args(type: object, max_size: object, truncate: object) -> None:
+    """``receive``'s arguments (also ``ipckit.aio``'s): the type, then *max_size* and *truncate*."""
+    if type.__class__ is not int or not -TYPE_MAX <= type <= TYPE_MAX:  # type: ignore[operator]
+        check_receive_type(type)
+    if max_size is not None:
+        check_positive_int(max_size, "max_size", minimum=0)
+    elif truncate:
+        raise ValueError("truncate=True needs max_size=: the length to cut a longer message to")
+    if not isinstance(truncate, bool):
+        raise TypeError(f"truncate must be a bool, not {truncate.__class__.__name__}")
+
+
 class SysvMessageQueue(MessageQueue):
     """A System V message queue (``backend="sysv"``), named by an integer key
     (``None``: private); ``id`` is its msqid.
@@ -263,14 +275,7 @@ class SysvMessageQueue(MessageQueue):
         *max_size* (SysV only) takes at most that many bytes: a longer message
         raises ``MessageTooLarge`` and stays queued, or with ``truncate=True`` is
         taken cut short to *max_size* bytes (``MSG_NOERROR``)."""
-        if type.__class__ is not int or not -TYPE_MAX <= type <= TYPE_MAX:
-            check_receive_type(type)
-        if max_size is not None:
-            check_positive_int(max_size, "max_size", minimum=0)
-        elif truncate:
-            raise ValueError("truncate=True needs max_size=: the length to cut a longer message to")
-        if not isinstance(truncate, bool):
-            raise TypeError(f"truncate must be a bool, not {truncate.__class__.__name__}")
+        check_receive_args(type, max_size, truncate)
         data, mtype = self._receive(type, timeout, max_size, truncate)
         return Message(data, None, mtype)
 

@@ -767,11 +767,12 @@ _DROPPED = object()
 class _GetWaiter(Waiter):
     """For ipckit.aio: until R holds a record and Rd is free (claiming neither)."""
 
-    __slots__ = ("_core", "_ready")
+    __slots__ = ("_core", "_ready", "key")
 
     def __init__(self, core: _Core) -> None:
         self._core = core
         self._ready = core.ring._recv_waiter()  # type: ignore[union-attr]
+        self.key = (core, "get")  # ipckit.aio keeps one observer per key
 
     def wait(self, deadline: Deadline) -> None:
         self._ready.wait(deadline)

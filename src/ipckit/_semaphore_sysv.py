@@ -225,6 +225,14 @@ class SysvSemaphore(Semaphore):
         when done, False if *timeout* (``0``: do not wait) passed first, with
         nothing changed. *undo* (default: this handle's) adds ``SEM_UNDO``."""
         deadline = Deadline.from_user(timeout)
+        checked = self._check_ops(ops, undo)
+        try:
+            return retry(self._ops_attempt(checked), deadline, "semop", NO_WAIT)  # type: ignore[no-any-return]
+        except Timeout:
+            return False
+
+    def _check_ops(self, ops: Iterable[Sequence[int]], undo: Optional[bool]) -> list[tuple[int, int, int]]:
+        """``op``'s arguments, checked: ``(member, delta, flags)`` triples."""
         flags = _UNDO if (self.undo if undo is None else undo) else 0
         checked = []
         for item in ops:
@@ -245,10 +253,7 @@ class SysvSemaphore(Semaphore):
         if len(checked) > semopm:
             raise ValueError(f"at most SEMOPM = {semopm} operations per call (/proc/sys/kernel/sem, 3rd field), got {len(checked)}")
         self._check_open()
-        try:
-            return retry(self._ops_attempt(checked), deadline, "semop", NO_WAIT)  # type: ignore[no-any-return]
-        except Timeout:
-            return False
+        return checked
 
     def _ops_attempt(self, ops: list[tuple[int, int, int]]) -> Any:
         """``attempt(limit)``: one semtimedop of *ops* waiting in the kernel up to *limit*."""

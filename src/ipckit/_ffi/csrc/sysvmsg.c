@@ -1,4 +1,6 @@
+#include <errno.h>
 #include <stdlib.h>
+#include <time.h>
 #include <sys/ipc.h>
 #include <sys/msg.h>
 
@@ -104,4 +106,36 @@ static int ipckit_msgctl_set(int msqid, long long uid, long long gid, long long 
 static int ipckit_msgctl_rmid(int msqid)
 {
     return msgctl(msqid, IPC_RMID, NULL) == -1 ? -errno : 0;
+}
+
+/* SysV has no timed msgrcv/msgsnd, so an event loop's waiter polls -- here, off the
+ * GIL, so an idle wait costs a nanosleep per nap and no Python at all. */
+static int ipckit_msgq_wait_ready(int msqid, int writer, size_t n, int64_t first_ns, int64_t max_ns,
+                                  int64_t idle_max_ns, int64_t timeout_ns)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t start_ns = now.tv_sec * 1000000000LL + now.tv_nsec;
+    int64_t end_ns = timeout_ns < 0 ? -1 : start_ns + timeout_ns;
+    int64_t nap = first_ns > 0 ? first_ns : 1;
+    for (;;) {
+        struct msqid_ds ds;
+        if (msgctl(msqid, IPC_STAT, &ds) == -1)
+            return -errno;
+        if (writer ? ds.__msg_cbytes + n <= ds.msg_qbytes && ds.msg_qnum + 1 <= ds.msg_qbytes : ds.msg_qnum > 0)
+            return 0;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        int64_t t = now.tv_sec * 1000000000LL + now.tv_nsec;
+        if (end_ns >= 0 && t >= end_ns)
+            return -ETIMEDOUT;
+        int64_t sleep_ns = end_ns >= 0 && end_ns - t < nap ? end_ns - t : nap;
+        struct timespec ts = {sleep_ns / 1000000000LL, sleep_ns % 1000000000LL};
+        if (nanosleep(&ts, NULL) == -1 && errno == EINTR)
+            return -EINTR;
+        /* After 100 ms of nothing the naps may grow to idle_max_ns: an idle wait's
+         * cost is one wake-up per nap, and on a VM each costs tens of µs. */
+        int64_t cap = t - start_ns >= 100000000LL ? idle_max_ns : max_ns;
+        if (nap < cap)
+            nap = nap * 2 > cap ? cap : nap * 2;
+    }
 }
