@@ -90,8 +90,25 @@ SIZES = (0, 1, 4096, 64 * 1024 + 1, 1024 * 1024 + 3)
 
 
 def _child_run(backend: str, fn: Callable, *args: Any) -> None:
-    """A child that runs an async function of this module under *backend*."""
-    anyio.run(fn, *args, backend=backend)
+    """A child that runs an async function of this module under *backend*.
+
+    In a fresh thread: a fork child inherits the parent's "a loop runs in this
+    thread" state (asyncio's and trio's thread-locals) from the forking thread."""
+    import threading
+
+    failed: list = []
+
+    def run() -> None:
+        try:
+            anyio.run(fn, *args, backend=backend)
+        except BaseException as exc:  # re-raised in the main thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
 
 
 async def _child_send_sizes(end: Any) -> None:
@@ -102,8 +119,10 @@ async def _child_send_sizes(end: Any) -> None:
     end.close()
 
 
-def _child_echo(end: Any) -> None:
-    """Sync echo: every message back until the peer closes."""
+def _child_echo(end: Any, other: Any) -> None:
+    """Sync echo: every message back until the peer closes. *other* is the parent's
+    end, which a fork child inherits: closed first, or the peer's close is no EOF."""
+    getattr(other, "sync", other).close()
     end = getattr(end, "sync", end)
     try:
         while True:
@@ -206,9 +225,10 @@ def _child_pipe_producer(end: Any, count: int, delay: float) -> None:
     end.close()
 
 
-def _child_slow_reader(end: Any, reply: Any, wait: float) -> None:
+def _child_slow_reader(end: Any, writer: Any, reply: Any, wait: float) -> None:
     """Sleep first (the parent's big send clogs), then receive every frame and report
-    (length, sha256) of each through *reply*."""
+    (length, sha256) of each through *reply*. *writer* (inherited) is closed first."""
+    getattr(writer, "sync", writer).close()
     end = getattr(end, "sync", end)
     reply = getattr(reply, "sync", reply)
     time.sleep(wait)
@@ -253,7 +273,7 @@ async def test_pipe_twin_to_child_and_async_for_ends_at_close(procs, context: st
 async def test_duplex_echo_across_processes(procs, context: str) -> None:
     a, b = aio.Pipe.duplex()
     with a:
-        child = start(procs, context, _child_echo, b)
+        child = start(procs, context, _child_echo, b, a)
         b.close()
         for i, size in enumerate(SIZES):
             await a.send(pattern(size, i), timeout=20)
@@ -471,7 +491,8 @@ def sem_backend(request: pytest.FixtureRequest) -> str:
 @pytest.mark.parametrize("context", CONTEXTS)
 async def test_semaphore_released_by_child(procs, context: str, sem_backend: str, make_name, make_key) -> None:
     name = make_key() if sem_backend == "sysv" else make_name()
-    with aio.Semaphore.create(name, 0, backend=sem_backend) as sem:
+    sem = aio.Semaphore.create(name, 0, backend=sem_backend)
+    with contextlib.closing(sem):
         child = start(procs, context, _child_sem_release, name, sem_backend, 3, 0.05)
         for _ in range(3):
             assert await sem.acquire(timeout=20) is True
@@ -722,7 +743,8 @@ def _mq_case(backend: str, how: str = "recv") -> Callable:
 def _sem_case(backend: str) -> Callable:
     async def make(stack: contextlib.AsyncExitStack, env: Any) -> Case:
         name = env.make_key() if backend == "sysv" else env.make_name()
-        sem = stack.enter_context(aio.Semaphore.create(name, 0, backend=backend))
+        sem = aio.Semaphore.create(name, 0, backend=backend)
+        stack.callback(sem.close)
         stack.callback(sem.unlink)
         other = stack.enter_context(ipckit.Semaphore.open(name, backend=backend))
 
@@ -1002,7 +1024,7 @@ async def test_cancelled_big_send_is_whole_or_nothing(procs, context: str) -> No
     p = aio.Pipe(size=65536)
     reply = ipckit.Pipe()
     with p, reply:
-        child = start(procs, context, _child_slow_reader, p.reader, reply.writer, 0.5)
+        child = start(procs, context, _child_slow_reader, p.reader, p.writer, reply.writer, 0.5)
         p.reader.close()
         reply.writer.close()
         big = pattern(4 * 1024 * 1024, 3)
@@ -1134,7 +1156,8 @@ async def test_fairness_many_tasks_one_pipe_reader(procs) -> None:
 async def test_fairness_many_tasks_one_semaphore(procs, sem_backend: str, make_name, make_key) -> None:
     name = make_key() if sem_backend == "sysv" else make_name()
     total = 40
-    with aio.Semaphore.create(name, 0, backend=sem_backend) as sem:
+    sem = aio.Semaphore.create(name, 0, backend=sem_backend)
+    with contextlib.closing(sem):
         child = start(procs, "fork", _child_sem_release, name, sem_backend, total, 0.003)
         got = await _consume_fairly(lambda: sem.acquire(), total)
         await ajoin(child)
