@@ -869,8 +869,11 @@ async def test_timeout_results_and_timing(kind: str, env: Env) -> None:
     async with open_case(kind, env) as case:
         await expect_timeout_async(lambda: case.wait(0.15), 0.15, case.expired)
         await expect_timeout_async(lambda: case.wait(0), 0, case.expired)
-        if kind != "SimpleQueue":  # it has no timeout=; the loop's own scope stands in
-            await expect_timeout_async(lambda: case.wait(-1), 0, case.expired)  # negative: as 0
+        if kind in ("Queue", "JoinableQueue"):  # multiprocessing: a negative timeout is 0
+            await expect_timeout_async(lambda: case.wait(-1), 0, case.expired)
+        elif kind != "SimpleQueue":  # as sync: a negative timeout is a ValueError, before waiting
+            with pytest.raises(ValueError):
+                await case.wait(-1)
         # A Timeout is a TimeoutError.
         if case.expired is ipckit.Timeout:
             with pytest.raises(TimeoutError):
