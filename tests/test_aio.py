@@ -746,7 +746,8 @@ def _sem_case(backend: str) -> Callable:
         sem = aio.Semaphore.create(name, 0, backend=backend)
         stack.callback(sem.close)
         stack.callback(sem.unlink)
-        other = stack.enter_context(ipckit.Semaphore.open(name, backend=backend))
+        other = ipckit.Semaphore.open(name, backend=backend)  # (its `with` would acquire)
+        stack.callback(other.close)
 
         async def check(result: Any, i: int) -> bool:
             return result is True
