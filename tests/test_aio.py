@@ -1335,7 +1335,6 @@ def test_wrapped_twins_have_coroutines_and_plain_calls(make_name) -> None:
             assert inspect.iscoroutinefunction(getattr(twin, name)), name
         assert len(twin) == 0 and twin.name == q.name and twin.backend == "shm"
         assert twin.max_message_size == q.max_message_size
-        assert twin.fileno() == q.fileno()
         q.unlink()
     p = aio.Pipe()
     with p:
@@ -1387,12 +1386,12 @@ async def test_wrap_in_child_of_inherited_end(procs, context: str, anyio_backend
         await ajoin(child)
 
 
-async def test_wrap_end_shared_with_sh_and_cat() -> None:
+async def test_wrap_end_shared_with_sh_and_cat(tmp_path) -> None:
     # A non-Python child writes a frame and raw bytes into an inherited descriptor.
     p = aio.Pipe()
     with p:
         wfd = p.writer.fileno()
-        script = f"printf '\\000\\000\\000\\005hello' >&{wfd}; printf 'raw tail' >&{wfd}"
+        script = f"printf '\\000\\000\\000\\005hello' > /dev/fd/{wfd}; printf 'raw tail' > /dev/fd/{wfd}"
         proc = subprocess.Popen(["sh", "-c", script], pass_fds=[wfd])
         p.writer.close()
         try:
@@ -1410,13 +1409,17 @@ async def test_wrap_end_shared_with_sh_and_cat() -> None:
     p = aio.Pipe()
     with p:
         rfd = p.reader.fileno()
-        proc = subprocess.Popen(["sh", "-c", f"exec cat <&{rfd}"], pass_fds=[rfd], stdout=subprocess.PIPE)
+        out_file = open(os.path.join(str(tmp_path), "cat.out"), "w+b")
+        proc = subprocess.Popen(["sh", "-c", f"exec cat /dev/fd/{rfd}"], pass_fds=[rfd], stdout=out_file)
         p.reader.close()
         data = pattern(300_000, 5)  # more than the pipe holds: the loop waits for cat
         assert await p.writer.write(data, timeout=20) == len(data)
         await p.writer.send(b"framed", timeout=20)
         p.writer.close()
-        out, _ = await anyio.to_thread.run_sync(lambda: proc.communicate(timeout=20))
+        assert await anyio.to_thread.run_sync(proc.wait, 20) == 0
+        with out_file:
+            out_file.seek(0)
+            out = out_file.read()
         assert out == data + b"\x00\x00\x00\x06framed"
 
 
@@ -1542,7 +1545,9 @@ async def test_bad_input_raises_before_waiting_and_sends_nothing(make_name, make
 async def test_stream_recv_over_max_message_size() -> None:
     a, b = aio.Pipe.duplex(max_message_size=100)
     with a, b:
-        await a.send(b"k" * 101, timeout=5)
+        with pytest.raises(ipckit.MessageTooLarge):  # the sender's own limit: nothing sent
+            await a.send(b"k" * 101, timeout=5)
+        await a.write(b"\x00\x00\x00\x65" + b"k" * 101, timeout=5)  # a peer's frame over b's limit
         with pytest.raises(ipckit.MessageTooLarge):
             await b.recv(timeout=5)
         with pytest.raises(ipckit.ClosedError):  # the end closed: cannot resynchronise
