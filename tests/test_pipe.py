@@ -999,3 +999,30 @@ def test_attempts_on_a_closed_end_raise_closed_error(tmp_path) -> None:  # type:
     for attempt in attempts:
         with pytest.raises(ipckit.ClosedError):
             attempt()
+
+
+def test_an_attempt_that_reads_the_end_of_a_frame_returns_it():
+    """An event loop runs attempts with limit NOW, which stop after a budget of bytes;
+    one that read the last bytes of a frame must return the frame, not WOULD_BLOCK:
+    the descriptor is then not readable, and the caller would wait for nothing."""
+    import threading
+
+    from ipckit._stream import ready_now
+    from ipckit._wait import NOW, POLLIN, WOULD_BLOCK, wait_fd
+    from ipckit._timeouts import Deadline
+
+    a, b = ipckit.Pipe.duplex()
+    with a, b:
+        payload = bytes(range(256)) * (12 * 1024 + 7)  # 3 MiB and a bit: several budgets
+        done = threading.Event()
+        writer = threading.Thread(target=lambda: (a.send(payload), done.set()))
+        writer.start()
+        got = WOULD_BLOCK
+        while got is WOULD_BLOCK:
+            got = b._attempt_recv(NOW)
+            if got is WOULD_BLOCK:
+                if done.is_set() and not ready_now(b.fileno(), POLLIN):
+                    pytest.fail("the whole frame was read, yet the attempt said WOULD_BLOCK")
+                wait_fd(b.fileno(), POLLIN, Deadline(1.0))
+        writer.join()
+        assert got == payload

@@ -687,14 +687,17 @@ class ReceiveStream(StreamEnd):
                 frame = decoder.next_frame()
                 if frame is not None:
                     return frame
+                # The budget is looked at only here, after next_frame(): a read that
+                # completed a frame must return it, or the caller would wait for the
+                # descriptor to become readable with the whole frame already read.
+                if got >= ATTEMPT_BUDGET and limit.expired():
+                    return WOULD_BLOCK
                 n = self._read_nowait(decoder)
                 if n == 0:
                     raise self._eof("recv")
                 if n < 0:
                     return WOULD_BLOCK
                 got += n
-                if got >= ATTEMPT_BUDGET and limit.expired():
-                    return WOULD_BLOCK
         except FrameTooLarge as exc:
             raise self._refuse(exc) from None
 
