@@ -14,7 +14,7 @@ import errno
 from typing import Any, AsyncIterator, Iterable, Optional, Sequence
 
 from .._data import byte_view
-from .._errors import ClosedError, Timeout, error_from_errno
+from .._errors import Timeout, error_from_errno
 from .._ffi import lib
 from .._mqueue import Message
 from .._mqueue import MessageQueue as _SyncMessageQueue
@@ -28,7 +28,7 @@ from .._signal import SignalInfo, SignalLike
 from .._timeouts import Deadline
 from .._wait import Backoff, Waiter
 from ._drive import run
-from ._twin import Twin
+from ._twin import Twin, until_closed
 
 # ---------------------------------------------------------------- MessageQueue
 
@@ -87,17 +87,8 @@ class MessageQueue(Twin):
         return await run(attempt, deadline, "recv", waiter)  # type: ignore[no-any-return]
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._messages()
-
-    async def _messages(self) -> AsyncIterator[bytes]:
         """Messages for ever, until this queue is closed."""
-        while True:
-            try:
-                yield await self.recv()
-            except ClosedError:
-                if self.sync.closed:
-                    return
-                raise
+        return until_closed(self.sync, self.recv)
 
 
 class ShmMessageQueue(MessageQueue):
@@ -293,17 +284,8 @@ class SignalCatcher(Twin):
         return await run(catcher._attempt, deadline, "Signal wait", catcher._waiter)  # type: ignore[no-any-return]
 
     def __aiter__(self) -> AsyncIterator[SignalInfo]:
-        return self._signals()
-
-    async def _signals(self) -> AsyncIterator[SignalInfo]:
         """Every caught signal, until the catch block ends."""
-        while not self.sync.closed:
-            try:
-                yield await self.wait()
-            except ClosedError:
-                if self.sync.closed:
-                    return
-                raise
+        return until_closed(self.sync, self.wait)
 
 
 class Signal:

@@ -28,7 +28,7 @@ from .._stream import CHUNK, READ_MAX
 from .._timeouts import Deadline
 from .._wait import WOULD_BLOCK as _WOULD_BLOCK
 from ._drive import run
-from ._twin import Twin
+from ._twin import Twin, until_closed
 
 _END = frozenset({"max_message_size", "pipe_size", "available", "peer_credentials", "address", "family"})
 
@@ -291,16 +291,8 @@ class SocketListener(Socket):
         return wrap(await run(listener._attempt_accept, deadline, "accept", listener._accept_waiter))
 
     def __aiter__(self) -> AsyncIterator[Any]:
-        return self._connections()
-
-    async def _connections(self) -> AsyncIterator[Any]:
-        while not self.sync.closed:
-            try:
-                yield await self.accept()
-            except ClosedError:
-                if self.sync.closed:
-                    return
-                raise
+        """Connections, until the listener is closed."""
+        return until_closed(self.sync, self.accept)
 
 
 class SocketConnection(Socket, DuplexStream):
@@ -372,16 +364,8 @@ class DatagramSocket(Socket):
         return await run(partial(sock._attempt_read, n), deadline, "read", sock._recv_waiter)  # type: ignore[no-any-return]
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._datagrams()
-
-    async def _datagrams(self) -> AsyncIterator[bytes]:
-        while not self.sync.closed:
-            try:
-                yield await self.recv()
-            except ClosedError:
-                if self.sync.closed:
-                    return
-                raise
+        """Datagrams, until the socket is closed."""
+        return until_closed(self.sync, self.recv)
 
 
 __all__ = [

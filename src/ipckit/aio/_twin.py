@@ -11,8 +11,9 @@ blocking method that would stall the loop.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, ClassVar, Optional, TypeVar
 
+from .._errors import ClosedError
 from ._drive import notify_closing
 
 _T = TypeVar("_T", bound="Twin")
@@ -76,4 +77,16 @@ class Twin:
         return f"<ipckit.aio twin of {self.sync!r}>"
 
 
-__all__ = ["COMMON", "Twin"]
+async def until_closed(sync: Any, receive: Callable[[], Awaitable[Any]]) -> AsyncIterator[Any]:
+    """``async for``: what ``receive()`` returns, until *sync* is closed (the
+    ``ClosedError`` that closing makes a pending wait raise ends the loop)."""
+    while not sync.closed:
+        try:
+            yield await receive()
+        except ClosedError:
+            if sync.closed:
+                return
+            raise
+
+
+__all__ = ["COMMON", "Twin", "until_closed"]
