@@ -535,19 +535,11 @@ class SendStream(StreamEnd):
         if deadline.blocking:
             self._write_all_blocking([view], "write")
             return total
-        written = 0
-
-        def attempt(limit: Deadline) -> Any:
-            nonlocal written
-            n = self._attempt_write(view[written:], limit)
-            if n is not WOULD_BLOCK:
-                written += n
-            return True if written == total else WOULD_BLOCK
-
+        attempt = WriteAll(self, view)
         try:
             retry(attempt, deadline, "write", self._send_waiter)
         except Timeout as exc:
-            exc.written = written  # type: ignore[attr-defined]
+            exc.written = attempt.written  # type: ignore[attr-defined]
             raise
         return total
 
@@ -562,6 +554,22 @@ class SendStream(StreamEnd):
     def _close(self) -> None:
         self._pending = None
         super()._close()
+
+
+class WriteAll:
+    """The attempt of a timed raw ``write`` (and ``ipckit.aio``'s): writes what goes
+    without blocking, keeps count in ``written``; True once all of *view* is out."""
+
+    __slots__ = ("end", "view", "written")
+
+    def __init__(self, end: SendStream, view: Any) -> None:
+        self.end, self.view, self.written = end, view, 0
+
+    def __call__(self, limit: Deadline) -> Any:
+        n = self.end._attempt_write(self.view[self.written:], limit)
+        if n is not WOULD_BLOCK:
+            self.written += n
+        return True if self.written == len(self.view) else WOULD_BLOCK
 
 
 class ReceiveStream(StreamEnd):

@@ -24,9 +24,8 @@ from .._pipe import Pipe as _SyncPipe
 from .._socket import Connector, parse_address
 from .._socket import Socket as _SyncSocket
 from .._socket import _SCM_MAX_FD, _check_fds
-from .._stream import CHUNK, READ_MAX
+from .._stream import CHUNK, READ_MAX, WriteAll
 from .._timeouts import Deadline
-from .._wait import WOULD_BLOCK as _WOULD_BLOCK
 from ._drive import run
 from ._twin import Twin, until_closed
 
@@ -117,23 +116,13 @@ class SendStream(_End):
         deadline = Deadline.from_user(timeout)
         end._check_open()
         await self._flush(deadline, "write")
-        total = len(view)
-        written = 0
-
-        def attempt(limit: Deadline) -> Any:
-            nonlocal written
-            n = end._attempt_write(view[written:], limit)
-            if n is not _WOULD_BLOCK:
-                written += n
-            return True if written >= total else _WOULD_BLOCK
-
+        attempt = WriteAll(end, view)
         try:
-            if total:
-                await run(attempt, deadline, "write", end._send_waiter)
+            await run(attempt, deadline, "write", end._send_waiter)
         except Timeout as exc:
-            exc.written = written  # type: ignore[attr-defined]
+            exc.written = attempt.written  # type: ignore[attr-defined]
             raise
-        return total
+        return len(view)
 
     async def flush(self, *, timeout: Optional[float] = None) -> None:
         """Finish writing the rest of a message that timed out (or was cancelled) after it started."""
